@@ -1,0 +1,62 @@
+# BERT from Scratch. Every target creates .venv first if it is missing.
+#   make book      build the Jupyter Book (executes the notebooks) -> _build/html/index.html
+#   make test      lint, unit + parity tests, notebooks (nbval), book build with warnings as errors
+#   make student   (later) the student edition
+#   make clean     remove build outputs (keeps .venv)
+#
+# PROFILE=ci|cpu|gpu picks how big the notebook runs are (default ci: minutes on a laptop).
+# TORCH_SPEC picks the torch wheel installed before everything else, e.g. on a CUDA machine:
+#   make book PROFILE=gpu TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= ci
+TORCH_SPEC ?= torch==2.13.0
+BOOK_FLAGS ?= --warningiserror --keep-going
+
+export HF_HUB_OFFLINE ?= 1
+export PYTHONHASHSEED = 0
+export MPLBACKEND = Agg
+
+.PHONY: venv book test test-package test-notebooks lint clean distclean
+
+venv: $(VENV)/.installed
+
+# torch first, so that the resolver keeps this build instead of pulling another one.
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed, found " + sys.version.split()[0] + ": run make PYTHON=python3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (bertcourse)" > /dev/null
+	touch $@
+
+# The execution cache does not know about profiles: drop it when the profile changes.
+book: venv
+	@mkdir -p _build
+	@if [ "$$(cat _build/.profile 2>/dev/null)" != "$(PROFILE)" ]; then rm -rf _build/.jupyter_cache; fi
+	@echo "$(PROFILE)" > _build/.profile
+	BERTCOURSE_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . $(BOOK_FLAGS)
+	@echo "Book: file://$(CURDIR)/_build/html/index.html"
+
+lint: venv
+	$(VENV)/bin/ruff check bertcourse tests scripts
+	$(VENV)/bin/ruff format --check bertcourse tests scripts
+	$(PY) scripts/clean_notebooks.py --check
+
+test-package: venv
+	$(PY) -m pytest tests
+
+test-notebooks: venv
+	BERTCOURSE_PROFILE=ci $(PY) -m pytest --nbval-lax --durations=0 notebooks/
+
+test: lint test-package test-notebooks
+	$(MAKE) book PROFILE=ci
+
+clean:
+	rm -rf _build student .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,28 @@
+"""bertcourse: the helper package of *BERT from Scratch*.
+
+Every class here is written from scratch and tested to give the same
+numbers as its `transformers` or `torch` counterpart.
+"""
+
+from .attention import MultiHeadSelfAttention, scaled_dot_product_attention
+from .config import SIZES, BertConfig, ConfigError, Profile, get_device, get_profile
+from .hf import CheckpointMismatchError, minilm_path
+from .model import BertModel, BertModelOutput, BertPreTrainedModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SIZES",
+    "BertConfig",
+    "BertModel",
+    "BertModelOutput",
+    "BertPreTrainedModel",
+    "CheckpointMismatchError",
+    "ConfigError",
+    "MultiHeadSelfAttention",
+    "Profile",
+    "get_device",
+    "get_profile",
+    "minilm_path",
+    "scaled_dot_product_attention",
+]

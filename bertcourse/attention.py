@@ -1,0 +1,128 @@
+"""Scaled dot-product attention and BERT's multi-head self-attention.
+
+Two paths compute the same thing:
+
+* `eager`: the course's own `scaled_dot_product_attention`, a few lines of
+  matrix algebra that can hand back the attention probabilities;
+* `sdpa`: `torch.nn.functional.scaled_dot_product_attention`, torch's fused
+  kernel (faster, less memory, no probabilities).
+
+Tests prove the two agree with each other and with `transformers`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BertConfig
+
+
+def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Turn a boolean "may attend" mask into one that is added to the scores.
+
+    Allowed positions get 0 and blocked positions the most negative finite
+    number of `dtype`, so softmax gives them (numerically) zero weight. A
+    finite number rather than -inf keeps a row whose keys are all blocked
+    from turning into NaN.
+    """
+    zeros = torch.zeros_like(attention_mask, dtype=dtype)
+    return zeros.masked_fill(~attention_mask, torch.finfo(dtype).min)
+
+
+def scaled_dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(Q K^T / sqrt(d_k) + mask) V, written out.
+
+    query: (..., L_q, d_k), key: (..., L_k, d_k), value: (..., L_k, d_v).
+    attention_mask, broadcastable to (..., L_q, L_k), as in
+    `torch.nn.functional.scaled_dot_product_attention`: a bool mask is True
+    where a query may attend to a key; a float mask is added to the scores.
+    dropout_p: probability of zeroing an attention weight (pass 0 in eval).
+
+    Returns (output (..., L_q, d_v), attention_probs (..., L_q, L_k)); the
+    probabilities are the ones that multiplied V, i.e. after dropout.
+    """
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(
+            f"query and key must have the same last dimension d_k, got {query.shape[-1]} "
+            f"and {key.shape[-1]}."
+        )
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(
+            f"key and value must have the same length L_k, got {key.shape[-2]} and {value.shape[-2]}."
+        )
+    scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])  # (..., L_q, L_k)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            attention_mask = additive_mask(attention_mask, scores.dtype)
+        scores = scores + attention_mask
+    attention_probs = scores.softmax(dim=-1)
+    if dropout_p > 0.0:
+        attention_probs = F.dropout(attention_probs, p=dropout_p, training=True)
+    return attention_probs @ value, attention_probs
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """The `attention.self` block of a BERT layer: project, split heads, attend, merge.
+
+    Parameter names (`query`, `key`, `value`) are those of `transformers`,
+    so the weights of a pretrained BERT load into it unchanged.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.head_size
+        self.all_head_size = config.hidden_size
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_prob = config.attention_probs_dropout_prob
+        self.attn_implementation = config.attn_implementation
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        x = x.view(batch, length, self.num_attention_heads, self.attention_head_size)
+        return x.transpose(1, 2)  # (B, nh, T, hs)
+
+    def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, length, _ = x.shape
+        return x.transpose(1, 2).reshape(batch, length, self.all_head_size)  # (B, T, H)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states (B, T, H); attention_mask additive or bool, broadcastable to (B, nh, T, T).
+
+        Returns the merged context (B, T, H) and, if asked for, the
+        attention probabilities (B, nh, T, T). Asking for them runs the eager
+        path even when the config says `sdpa`, since the fused kernel never
+        materialises them.
+        """
+        query = self.split_heads(self.query(hidden_states))  # (B, nh, T, hs)
+        key = self.split_heads(self.key(hidden_states))  # (B, nh, T, hs)
+        value = self.split_heads(self.value(hidden_states))  # (B, nh, T, hs)
+        dropout_p = self.dropout_prob if self.training else 0.0
+
+        if self.attn_implementation == "sdpa" and not output_attentions:
+            context = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, dropout_p=dropout_p
+            )
+            attention_probs = None
+        else:
+            context, attention_probs = scaled_dot_product_attention(
+                query, key, value, attention_mask, dropout_p
+            )
+        return self.merge_heads(context), attention_probs

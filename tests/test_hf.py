@@ -1,0 +1,172 @@
+"""Loading checkpoints: the offline MiniLM weights, local directories, clear mismatch errors."""
+
+import pytest
+import torch
+import transformers
+from conftest import hf_bert_model, random_batch
+
+from bertcourse import BertConfig, BertModel, CheckpointMismatchError, minilm_path
+from bertcourse.hf import load_checkpoint, load_state_dict_checked, resolve_checkpoint
+
+SMALL = BertConfig(
+    vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=90
+)
+
+
+@pytest.fixture(scope="module")
+def minilm_reference():
+    return transformers.AutoModel.from_pretrained(minilm_path()).eval()
+
+
+def test_minilm_package_is_a_bert_checkpoint():
+    path = minilm_path()
+    for name in ("config.json", "model.safetensors", "vocab.txt"):
+        assert (path / name).is_file(), name
+    config, state_dict = load_checkpoint(path)
+    assert (config["num_hidden_layers"], config["hidden_size"]) == (6, 384)
+    assert "embeddings.position_ids" in state_dict  # an old buffer we must ignore
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_minilm_parity(implementation):
+    reference = transformers.AutoModel.from_pretrained(
+        minilm_path(), attn_implementation=implementation
+    ).eval()
+    ours = BertModel.from_hf("minilm", attn_implementation=implementation)
+    assert ours.config.hidden_size == 384 and ours.config.attn_implementation == implementation
+    input_ids, token_type_ids, attention_mask = random_batch(30522, 2, batch=3, length=21)
+    input_ids[:, 0] = 101  # [CLS]
+    with_probabilities = implementation == "eager"
+    with torch.no_grad():
+        got = ours(input_ids, token_type_ids, attention_mask, output_attentions=with_probabilities)
+        expected = reference(
+            input_ids=input_ids,
+            token_type_ids=token_type_ids,
+            attention_mask=attention_mask,
+            output_attentions=with_probabilities,
+        )
+    assert (got.last_hidden_state - expected.last_hidden_state).abs().max() < 1e-5
+    assert (got.pooler_output - expected.pooler_output).abs().max() < 1e-5
+    if with_probabilities:
+        assert len(got.attentions) == 6
+        for a, b in zip(got.attentions, expected.attentions, strict=True):
+            assert (a - b).abs().max() < 1e-5
+
+
+def test_from_object_directory_and_name_agree(minilm_reference):
+    from_object = BertModel.from_hf(minilm_reference)
+    from_directory = BertModel.from_hf(minilm_path())
+    from_name = BertModel.from_hf("MiniLM")
+    for key, tensor in from_object.state_dict().items():
+        assert torch.equal(tensor, from_directory.state_dict()[key])
+        assert torch.equal(tensor, from_name.state_dict()[key])
+
+
+def test_from_hf_returns_eval_mode_and_accepts_overrides():
+    model = BertModel.from_hf("minilm", hidden_dropout_prob=0.0, attn_implementation="eager")
+    assert not model.training
+    assert model.config.hidden_dropout_prob == 0.0 and model.config.attn_implementation == "eager"
+
+
+def test_save_pretrained_loads_in_transformers(tmp_path):
+    ours = BertModel(SMALL).eval()
+    ours.save_pretrained(tmp_path / "export")
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
+    reference = transformers.AutoModel.from_pretrained(tmp_path / "export").eval()
+    assert isinstance(reference, transformers.BertModel)
+    input_ids, token_type_ids, attention_mask = random_batch(SMALL.vocab_size)
+    with torch.no_grad():
+        a = ours(input_ids, token_type_ids, attention_mask).last_hidden_state
+        b = reference(
+            input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
+        ).last_hidden_state
+    assert (a - b).abs().max() < 1e-5
+    again = BertModel.from_hf(tmp_path / "export")
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in ours.state_dict().items())
+
+
+def test_a_pretraining_checkpoint_loads_into_the_encoder(tmp_path):
+    """bert-base-uncased ships as BertForPreTraining: `bert.` prefix plus `cls.` heads."""
+    pretraining = transformers.BertForPreTraining(SMALL.to_hf()).eval()
+    pretraining.save_pretrained(tmp_path / "pt")
+    ours = BertModel.from_hf(tmp_path / "pt")
+    input_ids, token_type_ids, attention_mask = random_batch(SMALL.vocab_size)
+    with torch.no_grad():
+        a = ours(input_ids, token_type_ids, attention_mask).last_hidden_state
+        b = pretraining.bert(
+            input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
+        ).last_hidden_state
+    assert (a - b).abs().max() < 1e-5
+
+
+def test_tensorflow_era_names_are_normalised():
+    reference = hf_bert_model(SMALL, "eager")
+    old_style = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+            "LayerNorm.bias", "LayerNorm.beta"
+        ): v
+        for k, v in reference.state_dict().items()
+    }
+    assert any(k.endswith("gamma") for k in old_style)
+    model = BertModel(SMALL)
+    load_state_dict_checked(model, old_style)
+    assert torch.equal(
+        model.encoder.layer[1].output.LayerNorm.weight,
+        reference.encoder.layer[1].output.LayerNorm.weight,
+    )
+
+
+def test_mismatch_lists_every_problem():
+    state_dict = hf_bert_model(SMALL, "eager").state_dict()
+    del state_dict["encoder.layer.1.output.dense.weight"]
+    state_dict["encoder.layer.2.output.dense.weight"] = torch.zeros(64, 90)
+    state_dict["pooler.dense.weight"] = torch.zeros(64, 65)
+    with pytest.raises(CheckpointMismatchError) as error:
+        load_state_dict_checked(BertModel(SMALL), state_dict)
+    message = str(error.value)
+    assert "missing from the checkpoint (1)" in message
+    assert "encoder.layer.1.output.dense.weight" in message
+    assert "unexpected in the checkpoint (1)" in message
+    assert "encoder.layer.2.output.dense.weight" in message
+    assert "pooler.dense.weight: checkpoint (64, 65) vs model (64, 64)" in message
+
+
+def test_wrong_config_for_checkpoint_fails_clearly(minilm_reference):
+    with pytest.raises(CheckpointMismatchError, match="shape mismatch"):
+        BertModel.from_hf(minilm_path(), vocab_size=1000)
+    with pytest.raises(CheckpointMismatchError, match="unexpected in the checkpoint"):
+        BertModel.from_hf(minilm_path(), num_hidden_layers=4)
+
+
+def test_non_bert_checkpoint_is_rejected(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(CheckpointMismatchError, match="'gpt2' model, not BERT"):
+        BertModel.from_hf(tmp_path)
+
+
+def test_directory_without_weights(tmp_path):
+    SMALL.to_hf().save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="No model.safetensors or pytorch_model.bin"):
+        BertModel.from_hf(tmp_path)
+
+
+def test_pytorch_bin_checkpoint_is_loaded_with_weights_only(tmp_path):
+    reference = hf_bert_model(SMALL, "eager")
+    SMALL.to_hf().save_pretrained(tmp_path)
+    torch.save(reference.state_dict(), tmp_path / "pytorch_model.bin")
+    ours = BertModel.from_hf(tmp_path)
+    assert torch.equal(ours.pooler.dense.weight, reference.pooler.dense.weight)
+
+
+def test_unknown_hub_name_offline_fails_at_once(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="from_hf\\('minilm'\\)"):
+        resolve_checkpoint("some-org/not-a-cached-model")
+
+
+def test_from_hf_rejects_non_bert_objects():
+    with pytest.raises(TypeError, match="expects a transformers BERT model"):
+        BertModel.from_hf(torch.nn.Linear(2, 2))
