@@ -1,7 +1,7 @@
 # BERT from Scratch. Every target creates .venv first if it is missing.
 #   make book      build the Jupyter Book (executes the notebooks) -> _build/html/index.html
 #   make test      lint, unit + parity tests, notebooks (nbval), book build with warnings as errors
-#   make student   (later) the student edition
+#   make bench     throughput of our BertModel vs transformers (BENCH_ARGS="--size base ...")
 #   make clean     remove build outputs (keeps .venv)
 #
 # PROFILE=ci|cpu|gpu picks how big the notebook runs are (default ci: minutes on a laptop).
@@ -19,7 +19,7 @@ export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED = 0
 export MPLBACKEND = Agg
 
-.PHONY: venv book test test-package test-notebooks lint clean distclean
+.PHONY: venv book test test-package test-notebooks lint bench clean distclean
 
 venv: $(VENV)/.installed
 
@@ -54,6 +54,9 @@ test-notebooks: venv
 
 test: lint test-package test-notebooks
 	$(MAKE) book PROFILE=ci
+
+bench: venv
+	$(PY) -m bertcourse.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf _build student .pytest_cache .ruff_cache

@@ -125,4 +125,6 @@ class MultiHeadSelfAttention(nn.Module):
             context, attention_probs = scaled_dot_product_attention(
                 query, key, value, attention_mask, dropout_p
             )
+            if not output_attentions:
+                attention_probs = None
         return self.merge_heads(context), attention_probs

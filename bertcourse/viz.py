@@ -115,6 +115,9 @@ def plot_scaling(
         first = np.asarray(next(iter(series.values())), dtype=float)
         guide = first[-1] * (lengths / lengths[-1]) ** reference_power
         ax.loglog(lengths, guide, "k--", alpha=0.5, label=f"∝ n^{reference_power:g}")
+    # Label exactly the measured lengths; log-axis minor labels would overlap.
+    ax.set_xticks(lengths, labels=[f"{n:g}" for n in lengths])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("sequence length n")
     ax.set_ylabel(ylabel)
     if title:

@@ -155,3 +155,10 @@ def test_sdpa_path_asked_for_probabilities_uses_eager():
     attention = MultiHeadSelfAttention(config).eval()
     _, probs = attention(torch.randn(1, 5, 32), output_attentions=True)
     assert probs is not None and probs.shape == (1, 2, 5, 5)
+
+
+def test_eager_path_returns_probabilities_only_when_asked():
+    config = BertConfig(hidden_size=32, num_attention_heads=2, attn_implementation="eager")
+    attention = MultiHeadSelfAttention(config).eval()
+    _, probs = attention(torch.randn(1, 5, 32))
+    assert probs is None

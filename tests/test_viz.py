@@ -55,3 +55,10 @@ def test_plot_parameter_breakdown_labels():
     fig = viz.plot_parameter_breakdown({"embeddings": 3_000_000, "encoder": 7_000_000})
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == [" 3.00M (30.0%)", " 7.00M (70.0%)"]
+
+
+def test_plot_scaling_labels_the_measured_lengths():
+    fig = viz.plot_scaling([32, 64, 128, 256, 512], {"ours": [1, 2, 5, 20, 80]}, "time (ms)")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["32", "64", "128", "256", "512"]
+    assert fig.axes[0].xaxis.get_minor_ticks() == []

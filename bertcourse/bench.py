@@ -1,0 +1,240 @@
+"""Throughput of our BertModel against transformers.BertModel, same weights, same batches.
+
+    python -m bertcourse.bench                       # tiny model, CPU or GPU, inference and training
+    python -m bertcourse.bench --size base --batch 32 --seq-len 128 --dtype bfloat16
+    python -m bertcourse.bench --json bench.json     # also write the numbers
+
+Both models get identical inputs (random ids, segment ids, rows padded to
+different lengths); each step of ours is timed right next to a step of the
+reference, so slow drift of the machine affects both alike. The ratio
+ours / transformers is the number to read: above 1.0 we are faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .config import SIZES, BertConfig, get_device
+from .model import BertModel
+
+
+@dataclass
+class BenchResult:
+    mode: str
+    ours_tokens_per_s: float
+    reference_tokens_per_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_tokens_per_s / self.reference_tokens_per_s
+
+
+def make_batch(config: BertConfig, batch: int, length: int, padding: float, device, seed: int = 0):
+    """Random ids; row lengths fall evenly from L to L * (1 - 2 * padding), so on average a
+    fraction `padding` of the batch is padding, as in a real batch of sentences."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, config.vocab_size, (batch, length), generator=generator)
+    token_type_ids = torch.randint(0, config.type_vocab_size, (batch, length), generator=generator)
+    shortest = max(1, round(length * (1 - 2 * padding)))
+    lengths = torch.linspace(length, shortest, batch).round().long()
+    attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
+    input_ids = input_ids.masked_fill(attention_mask == 0, config.pad_token_id)
+    return input_ids.to(device), token_type_ids.to(device), attention_mask.to(device)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _step(model, batch, train: bool, autocast) -> None:
+    input_ids, token_type_ids, attention_mask = batch
+    with autocast:
+        if train:
+            out = model(
+                input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
+            )
+            loss = out.last_hidden_state.float().pow(2).mean() + out.pooler_output.float().mean()
+        else:
+            with torch.no_grad():
+                model(
+                    input_ids=input_ids,
+                    token_type_ids=token_type_ids,
+                    attention_mask=attention_mask,
+                )
+            return
+    loss.backward()
+    for parameter in model.parameters():
+        parameter.grad = None
+
+
+def run(
+    size: str = "tiny",
+    batch: int = 32,
+    seq_len: int = 128,
+    steps: int = 20,
+    warmup: int = 3,
+    modes: tuple[str, ...] = ("inference", "train"),
+    dtype: str = "float32",
+    attn_implementation: str = "sdpa",
+    device: str | None = None,
+    padding: float = 0.25,
+    vocab_size: int = 30522,
+    compile: bool = False,
+) -> tuple[dict, list[BenchResult]]:
+    import transformers
+
+    device = get_device(device)
+    config = BertConfig.from_name(
+        size, vocab_size=vocab_size, attn_implementation=attn_implementation
+    )
+    reference = transformers.BertModel._from_config(
+        config.to_hf(), attn_implementation=attn_implementation
+    ).to(device)
+    ours = BertModel.from_hf(reference).to(device)
+    if compile:
+        ours, reference = torch.compile(ours), torch.compile(reference)
+    batch_tensors = make_batch(config, batch, seq_len, padding, device)
+    amp_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+    def autocast():
+        if amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+    # A speed ratio only means something if both models compute the same thing.
+    ours.eval()
+    reference.eval()
+    with torch.no_grad(), autocast():
+        a = ours(*batch_tensors).last_hidden_state.float()
+        b = reference(
+            input_ids=batch_tensors[0],
+            token_type_ids=batch_tensors[1],
+            attention_mask=batch_tensors[2],
+        ).last_hidden_state.float()
+    real = batch_tensors[2].bool()
+    max_abs_diff = (a[real] - b[real]).abs().max().item()
+
+    tokens = batch * seq_len
+    results = []
+    for mode in modes:
+        train = mode == "train"
+        for model in (ours, reference):
+            model.train(train)
+            for _ in range(warmup):
+                _step(model, batch_tensors, train, autocast())
+        times = {"ours": [], "reference": []}
+        for _ in range(steps):
+            for name, model in (("ours", ours), ("reference", reference)):
+                _synchronize(device)
+                start = time.perf_counter()
+                _step(model, batch_tensors, train, autocast())
+                _synchronize(device)
+                times[name].append(time.perf_counter() - start)
+        results.append(
+            BenchResult(
+                mode,
+                tokens / statistics.median(times["ours"]),
+                tokens / statistics.median(times["reference"]),
+            )
+        )
+    setup = {
+        "size": size,
+        "layers_hidden_heads": SIZES[size],
+        "vocab_size": vocab_size,
+        "batch": batch,
+        "seq_len": seq_len,
+        "padding": padding,
+        "dtype": dtype,
+        "attn_implementation": attn_implementation,
+        "compile": compile,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "steps": steps,
+        "max_abs_diff": max_abs_diff,
+    }
+    return setup, results
+
+
+def format_table(setup: dict, results: list[BenchResult]) -> str:
+    layers, hidden, heads = setup["layers_hidden_heads"]
+    lines = [
+        f"BertModel {setup['size']} ({layers} layers, {hidden} wide, {heads} heads, vocab "
+        f"{setup['vocab_size']}), batch {setup['batch']} x {setup['seq_len']} tokens "
+        f"(~{setup['padding']:.0%} padding), {setup['attn_implementation']}, {setup['dtype']}"
+        f"{', compiled' if setup['compile'] else ''}",
+        f"device {setup['device']} ({setup['device_name']}, {setup['threads']} threads), "
+        f"torch {setup['torch']}, transformers {setup['transformers']}, median of "
+        f"{setup['steps']} steps; outputs agree to {setup['max_abs_diff']:.1e} (max abs diff)",
+        "",
+        f"{'mode':<10} {'ours tok/s':>14} {'transformers tok/s':>20} {'ratio':>7}",
+    ]
+    for result in results:
+        lines.append(
+            f"{result.mode:<10} {result.ours_tokens_per_s:>14,.0f} "
+            f"{result.reference_tokens_per_s:>20,.0f} {result.ratio:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bertcourse.bench", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--size", choices=list(SIZES), default="tiny")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--mode", choices=["inference", "train", "both"], default="both")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best one)")
+    parser.add_argument("--padding", type=float, default=0.25, help="mean fraction of padding")
+    parser.add_argument("--vocab-size", type=int, default=30522)
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--json", help="also write the setup and numbers to this file")
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.padding < 0.5:
+        parser.error("--padding is the mean padded fraction, in [0, 0.5)")
+    modes = ("inference", "train") if args.mode == "both" else (args.mode,)
+    setup, results = run(
+        size=args.size,
+        batch=args.batch,
+        seq_len=args.seq_len,
+        steps=args.steps,
+        warmup=args.warmup,
+        modes=modes,
+        dtype=args.dtype,
+        attn_implementation=args.attn,
+        device=args.device,
+        padding=args.padding,
+        vocab_size=args.vocab_size,
+        compile=args.compile,
+    )
+    print(format_table(setup, results))
+    if args.json:
+        payload = {
+            "setup": setup,
+            "results": [asdict(r) | {"ratio": r.ratio} for r in results],
+        }
+        with open(args.json, "w") as handle:
+            json.dump(payload, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""The benchmark runs and reports; it measures, it does not assert speed."""
+
+import json
+
+import pytest
+
+from bertcourse import bench, cli
+
+
+def test_bench_runs_both_modes_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = bench.main(
+        [
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--batch",
+            "2",
+            "--seq-len",
+            "16",
+            "--vocab-size",
+            "100",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "inference" in table and "train" in table and "ratio" in table
+    payload = json.loads(out.read_text())
+    assert [r["mode"] for r in payload["results"]] == ["inference", "train"]
+    for result in payload["results"]:
+        assert result["ours_tokens_per_s"] > 0 and result["reference_tokens_per_s"] > 0
+    assert payload["setup"]["seq_len"] == 16
+    assert payload["setup"]["max_abs_diff"] < 1e-5  # float32: the same model
+
+
+def test_make_batch_padding_fraction():
+    config = bench.BertConfig.from_name("tiny", vocab_size=50)
+    _, _, mask = bench.make_batch(config, batch=64, length=100, padding=0.25, device="cpu")
+    assert abs((1 - mask.float().mean().item()) - 0.25) < 0.02
+    assert mask[:, 0].all()
+
+
+def test_bench_rejects_bad_padding():
+    with pytest.raises(SystemExit):
+        bench.main(["--padding", "0.7"])
+
+
+def test_cli_dispatch(capsys):
+    assert cli.main([]) == 0
+    assert "bench" in capsys.readouterr().out
+    assert cli.main(["pretrain-typo"]) == 2
+    assert "Unknown command 'pretrain-typo'" in capsys.readouterr().err
