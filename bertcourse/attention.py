@@ -12,8 +12,6 @@ Tests prove the two agree with each other and with `transformers`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,7 +58,7 @@ def scaled_dot_product_attention(
         raise ValueError(
             f"key and value must have the same length L_k, got {key.shape[-2]} and {value.shape[-2]}."
         )
-    scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])  # (..., L_q, L_k)
+    scores = query @ key.transpose(-2, -1) * query.shape[-1] ** -0.5  # (..., L_q, L_k)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             attention_mask = additive_mask(attention_mask, scores.dtype)

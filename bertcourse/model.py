@@ -65,10 +65,12 @@ class BertEmbeddings(nn.Module):
                 "(e.g. max_length in the tokenizer) or use a config with more positions."
             )
         position_ids = torch.arange(length, device=input_ids.device)  # (T,)
+        # Summed in the reference's order (token + segment, then position): float addition
+        # is not associative, and 6-12 layers amplify a last-bit difference to ~1e-5.
         embeddings = (
             self.word_embeddings(input_ids)  # (B, T, H)
-            + self.position_embeddings(position_ids)  # (T, H), broadcast over the batch
             + self.token_type_embeddings(token_type_ids)  # (B, T, H)
+            + self.position_embeddings(position_ids)  # (T, H), broadcast over the batch
         )
         return self.dropout(self.LayerNorm(embeddings))
 
