@@ -17,7 +17,6 @@ BOOK_FLAGS ?= --warningiserror --keep-going
 
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED = 0
-export MPLBACKEND = Agg
 
 .PHONY: venv book test test-package test-notebooks lint bench clean distclean
 
@@ -39,6 +38,7 @@ book: venv
 	@if [ "$$(cat _build/.profile 2>/dev/null)" != "$(PROFILE)" ]; then rm -rf _build/.jupyter_cache; fi
 	@echo "$(PROFILE)" > _build/.profile
 	BERTCOURSE_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . $(BOOK_FLAGS)
+	$(PY) scripts/check_book.py _build/html
 	@echo "Book: file://$(CURDIR)/_build/html/index.html"
 
 lint: venv

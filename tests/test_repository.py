@@ -119,3 +119,22 @@ def test_makefile_installs_torch_before_the_package():
 def test_ci_runs_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_book_check_flags_pages_without_figures(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import check_book
+    finally:
+        sys.path.pop(0)
+    pages = tmp_path / "notebooks"
+    pages.mkdir()
+    for i, path in enumerate(NOTEBOOKS):
+        figures = "" if i == 0 else '<img src="../_images/aa.png"><img src="../_images/bb.png">'
+        (pages / f"{path.stem}.html").write_text(f"<html>{figures}</html>")
+    problems = check_book.check(tmp_path)
+    assert len(problems) == 1 and NOTEBOOKS[0].stem in problems[0] and "0 figure(s)" in problems[0]
+    (pages / f"{NOTEBOOKS[1].stem}.html").write_text(
+        '<img src="../_images/aa.png"><img src="../_images/bb.png"> Traceback (most recent call last)'
+    )
+    assert len(check_book.check(tmp_path)) == 2
