@@ -1,0 +1,606 @@
+"""BERT's tokenizer from scratch: text -> normalised words -> WordPiece sub-words -> ids.
+
+The pipeline, in the order `transformers`' (Rust-backed) BERT tokenizer runs it:
+
+1. special tokens such as ``[SEP]`` written in the text are cut out first and kept whole;
+2. normalisation (`normalize`): drop control characters, turn every kind of
+   whitespace into a space, put spaces around CJK ideographs, strip accents
+   (NFD, then drop the combining marks) and lower-case;
+3. pre-tokenisation (`pre_tokenize`): split on spaces and make every
+   punctuation character a word of its own;
+4. WordPiece (`WordpieceTokenizer`): split each word greedily into the
+   longest pieces found in the vocabulary, later pieces marked with ``##``;
+5. ``[CLS] A [SEP] B [SEP]`` around the pieces, segment ids 0 for A and 1 for B.
+
+Steps 1-4 are the `BasicTokenizer` and `WordpieceTokenizer`; `BertTokenizer`
+adds step 5, truncation, padding and decoding. Tests prove the ids equal
+`transformers.AutoTokenizer`'s on real text, hard cases and fuzzed Unicode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import unicodedata
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+# ----------------------------------------------------------------------------
+# Character classes
+# ----------------------------------------------------------------------------
+
+# The Unicode White_Space property (PropList.txt), unchanged since Unicode 6.3.
+# Python's str.isspace() is broader (it also counts U+001C..U+001F, the
+# "information separators"), so BERT's definition is spelled out.
+WHITESPACE = frozenset(
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+# Blocks of CJK ideographs, as the reference tokenizer lists them. Chinese is
+# written without spaces between words, so BERT treats each ideograph as a
+# word of its own; Japanese kana and Korean Hangul are not in these blocks.
+CJK_RANGES = (
+    (0x4E00, 0x9FFF),  # CJK Unified Ideographs
+    (0x3400, 0x4DBF),  # Extension A
+    (0x20000, 0x2A6DF),  # Extension B
+    (0x2A700, 0x2B73F),  # Extension C
+    (0x2B740, 0x2B81F),  # Extension D
+    (0x2B920, 0x2CEAF),  # Extension E, as the reference's table starts it
+    (0xF900, 0xFAFF),  # CJK Compatibility Ideographs
+    (0x2F800, 0x2FA1F),  # CJK Compatibility Ideographs Supplement
+)
+
+
+def is_whitespace(char: str) -> bool:
+    return char in WHITESPACE
+
+
+CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs"})
+
+
+def is_control(char: str) -> bool:
+    """Control, format, private-use and surrogate characters (Cc, Cf, Co, Cs).
+
+    Tab, newline and carriage return are control characters too, but BERT
+    treats them as whitespace. Unassigned code points (Cn) are kept, as the
+    reference tokenizer keeps them; they end up as [UNK].
+    """
+    if char in "\t\n\r":
+        return False
+    return unicodedata.category(char) in CONTROL_CATEGORIES
+
+
+def is_punctuation(char: str) -> bool:
+    """Unicode punctuation (category P*), plus every ASCII symbol such as $, +, ^ and `."""
+    code = ord(char)
+    if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126:
+        return True
+    return unicodedata.category(char).startswith("P")
+
+
+def is_cjk(char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in CJK_RANGES)
+
+
+# ----------------------------------------------------------------------------
+# Normalisation and pre-tokenisation
+# ----------------------------------------------------------------------------
+
+
+def clean_text(text: str) -> str:
+    """Remove NUL, U+FFFD and control characters; map every whitespace character to a space."""
+    return "".join(
+        " " if is_whitespace(char) else char
+        for char in text
+        if not (char == "\x00" or char == "\ufffd" or is_control(char))
+    )
+
+
+def pad_cjk(text: str) -> str:
+    """Put spaces around every CJK ideograph, so each becomes a word of its own."""
+    return "".join(f" {char} " if is_cjk(char) else char for char in text)
+
+
+def strip_accents(text: str) -> str:
+    """Decompose (NFD: é -> e + U+0301) and drop the non-spacing marks (category Mn)."""
+    return "".join(
+        char for char in unicodedata.normalize("NFD", text) if unicodedata.category(char) != "Mn"
+    )
+
+
+def lowercase(text: str) -> str:
+    # Character by character, as the reference does: Python's str.lower() on a
+    # whole string applies the final-sigma rule (Σ -> ς at the end of a word).
+    return "".join(char.lower() for char in text)
+
+
+def normalize(
+    text: str,
+    do_lower_case: bool = True,
+    strip_accents_: bool | None = None,
+    tokenize_chinese_chars: bool = True,
+) -> str:
+    """BERT's normaliser. Accents are stripped when lower-casing unless strip_accents_ says otherwise."""
+    if text.isascii():  # fast path for the common case: no CJK, no accents, no Unicode spaces
+        # The same rules restricted to ASCII: tab/newline/return become spaces, every
+        # other control character (including \x0b and \x0c) is removed.
+        text = "".join(
+            " " if char in "\t\n\r" else char
+            for char in text
+            if " " <= char != "\x7f" or char in "\t\n\r"
+        )
+        return text.lower() if do_lower_case else text
+    text = clean_text(text)
+    if tokenize_chinese_chars:
+        text = pad_cjk(text)
+    if do_lower_case if strip_accents_ is None else strip_accents_:
+        text = strip_accents(text)
+    if do_lower_case:
+        text = lowercase(text)
+    return text
+
+
+def pre_tokenize(text: str) -> list[str]:
+    """Split on whitespace, and make every punctuation character a word of its own."""
+    words: list[str] = []
+    current: list[str] = []
+    for char in text:
+        if is_whitespace(char):
+            if current:
+                words.append("".join(current))
+                current = []
+        elif is_punctuation(char):
+            if current:
+                words.append("".join(current))
+                current = []
+            words.append(char)
+        else:
+            current.append(char)
+    if current:
+        words.append("".join(current))
+    return words
+
+
+def split_on_special_tokens(text: str, special_tokens: Sequence[str]) -> list[tuple[str, bool]]:
+    """Cut special tokens written in the text out first: [(piece, is_special), ...].
+
+    Matching is exact (case-sensitive) and leftmost-longest, on the raw text
+    before any normalisation, so "[SEP]" stays one token but "[sep]" does not.
+    """
+    if not special_tokens or not text:
+        return [(text, False)] if text else []
+    by_length = sorted(set(special_tokens), key=len, reverse=True)
+    pieces: list[tuple[str, bool]] = []
+    start = position = 0
+    while position < len(text):
+        match = next((t for t in by_length if text.startswith(t, position)), None)
+        if match is None:
+            position += 1
+            continue
+        if position > start:
+            pieces.append((text[start:position], False))
+        pieces.append((match, True))
+        position += len(match)
+        start = position
+    if start < len(text):
+        pieces.append((text[start:], False))
+    return pieces
+
+
+class BasicTokenizer:
+    """Text -> words: special tokens kept whole, normalisation, whitespace and punctuation split."""
+
+    def __init__(
+        self,
+        do_lower_case: bool = True,
+        never_split: Iterable[str] = SPECIAL_TOKENS,
+        tokenize_chinese_chars: bool = True,
+        strip_accents: bool | None = None,
+    ):
+        self.do_lower_case = do_lower_case
+        self.never_split = tuple(never_split)
+        self.tokenize_chinese_chars = tokenize_chinese_chars
+        self.strip_accents = strip_accents
+
+    def normalize(self, text: str) -> str:
+        return normalize(text, self.do_lower_case, self.strip_accents, self.tokenize_chinese_chars)
+
+    def tokenize(self, text: str) -> list[str]:
+        words: list[str] = []
+        for piece, is_special in split_on_special_tokens(text, self.never_split):
+            words.extend([piece] if is_special else pre_tokenize(self.normalize(piece)))
+        return words
+
+
+# ----------------------------------------------------------------------------
+# WordPiece
+# ----------------------------------------------------------------------------
+
+
+class WordpieceTokenizer:
+    """One word -> sub-words, greedy longest match first: "unaffable" -> un ##aff ##able.
+
+    From the start of the word, take the longest prefix that is in the
+    vocabulary, then continue from where it ended, looking up continuation
+    pieces with the "##" prefix. If at some point no piece matches, the whole
+    word becomes [UNK] (not just the unmatched part), as it does for words
+    longer than max_input_chars_per_word.
+    """
+
+    def __init__(
+        self,
+        vocab: dict[str, int] | Iterable[str],
+        unk_token: str = "[UNK]",
+        max_input_chars_per_word: int = 100,
+        continuing_subword_prefix: str = "##",
+    ):
+        self.vocab = vocab if isinstance(vocab, dict) else {t: i for i, t in enumerate(vocab)}
+        self.unk_token = unk_token
+        self.max_input_chars_per_word = max_input_chars_per_word
+        self.prefix = continuing_subword_prefix
+        self._cache: dict[str, list[str]] = {}
+
+    def tokenize_word(self, word: str) -> list[str]:
+        cached = self._cache.get(word)
+        if cached is not None:
+            return cached
+        pieces = self._split(word)
+        if len(self._cache) < 200_000:
+            self._cache[word] = pieces
+        return pieces
+
+    def _split(self, word: str) -> list[str]:
+        if len(word) > self.max_input_chars_per_word:
+            return [self.unk_token]
+        pieces = []
+        start = 0
+        while start < len(word):
+            end = len(word)
+            piece = None
+            while start < end:
+                candidate = word[start:end] if start == 0 else self.prefix + word[start:end]
+                if candidate in self.vocab:
+                    piece = candidate
+                    break
+                end -= 1
+            if piece is None:
+                return [self.unk_token]
+            pieces.append(piece)
+            start = end
+        return pieces
+
+    def tokenize(self, words: str | Iterable[str]) -> list[str]:
+        if isinstance(words, str):
+            words = words.split()
+        return [piece for word in words for piece in self.tokenize_word(word)]
+
+
+# ----------------------------------------------------------------------------
+# The full tokenizer
+# ----------------------------------------------------------------------------
+
+
+def load_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
+    """vocab.txt: one token per line; a token's id is its line number (from 0)."""
+    path = Path(vocab_file)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No vocabulary file at {path}. Pass a vocab.txt (one token per line), e.g. "
+            "BertTokenizer.from_pretrained('minilm') for the offline checkpoint's vocabulary."
+        )
+    vocab: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for index, line in enumerate(handle):
+            vocab.setdefault(line.rstrip("\n"), index)
+    return vocab
+
+
+class Encoding(dict):
+    """input_ids / token_type_ids / attention_mask (lists, or tensors with return_tensors="pt")."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as error:
+            raise AttributeError(name) from error
+
+
+class BertTokenizer:
+    """BERT's WordPiece tokenizer, written from scratch; ids equal `transformers`' tokenizer."""
+
+    def __init__(
+        self,
+        vocab_file: str | os.PathLike,
+        do_lower_case: bool = True,
+        tokenize_chinese_chars: bool = True,
+        strip_accents: bool | None = None,
+        unk_token: str = "[UNK]",
+        sep_token: str = "[SEP]",
+        pad_token: str = "[PAD]",
+        cls_token: str = "[CLS]",
+        mask_token: str = "[MASK]",
+        model_max_length: int = 512,
+        max_input_chars_per_word: int = 100,
+    ):
+        self.vocab_file = Path(vocab_file)
+        self.vocab = load_vocab(vocab_file)
+        self.ids_to_tokens = {index: token for token, index in self.vocab.items()}
+        self.special_tokens = (pad_token, unk_token, cls_token, sep_token, mask_token)
+        missing = [t for t in self.special_tokens if t not in self.vocab]
+        if missing:
+            raise ValueError(
+                f"The vocabulary {vocab_file} lacks the special token(s) {missing}; a BERT "
+                "vocabulary needs [PAD], [UNK], [CLS], [SEP] and [MASK]."
+            )
+        self.unk_token, self.sep_token, self.pad_token = unk_token, sep_token, pad_token
+        self.cls_token, self.mask_token = cls_token, mask_token
+        self.model_max_length = model_max_length
+        self.basic = BasicTokenizer(
+            do_lower_case, self.special_tokens, tokenize_chinese_chars, strip_accents
+        )
+        self.wordpiece = WordpieceTokenizer(self.vocab, unk_token, max_input_chars_per_word)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike = "minilm", **kwargs: Any):
+        """From a checkpoint directory holding vocab.txt (and maybe tokenizer_config.json), or "minilm"."""
+        from .hf import resolve_checkpoint
+
+        directory = resolve_checkpoint(name_or_path)
+        config_file = directory / "tokenizer_config.json"
+        if config_file.is_file():
+            config = json.loads(config_file.read_text())
+            for name in ("do_lower_case", "tokenize_chinese_chars", "strip_accents"):
+                if name in config and name not in kwargs:
+                    kwargs[name] = config[name]
+            if isinstance(config.get("model_max_length"), int) and config["model_max_length"] < 1e9:
+                kwargs.setdefault("model_max_length", config["model_max_length"])
+        return cls(directory / "vocab.txt", **kwargs)
+
+    # -- ids of the special tokens ------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.vocab[self.pad_token]
+
+    @property
+    def unk_token_id(self) -> int:
+        return self.vocab[self.unk_token]
+
+    @property
+    def cls_token_id(self) -> int:
+        return self.vocab[self.cls_token]
+
+    @property
+    def sep_token_id(self) -> int:
+        return self.vocab[self.sep_token]
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.vocab[self.mask_token]
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return [self.vocab[t] for t in self.special_tokens]
+
+    # -- text <-> tokens <-> ids --------------------------------------------------------
+    def tokenize(self, text: str) -> list[str]:
+        tokens = []
+        for word in self.basic.tokenize(text):
+            if word in self.special_tokens:
+                tokens.append(word)
+            else:
+                tokens.extend(self.wordpiece.tokenize_word(word))
+        return tokens
+
+    def convert_tokens_to_ids(self, tokens: str | Iterable[str]) -> int | list[int]:
+        if isinstance(tokens, str):
+            return self.vocab.get(tokens, self.unk_token_id)
+        unk = self.unk_token_id
+        return [self.vocab.get(token, unk) for token in tokens]
+
+    def convert_ids_to_tokens(self, ids: int | Iterable[int]) -> str | list[str]:
+        if isinstance(ids, int):
+            return self.ids_to_tokens[ids]
+        return [self.ids_to_tokens[int(i)] for i in ids]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Ids back to text: "##" pieces glued to the word before, spaces before punctuation removed."""
+        special = set(self.all_special_ids) if skip_special_tokens else set()
+        words: list[str] = []
+        for token in self.convert_ids_to_tokens([int(i) for i in ids if int(i) not in special]):
+            if token.startswith("##") and words:
+                words[-1] += token[2:]
+            else:
+                words.append(token)
+        text = " ".join(words)
+        # Undo the spaces that tokenization put before punctuation and inside contractions.
+        for spaced, joined in (
+            (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+            (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+        ):  # fmt: skip
+            text = text.replace(spaced, joined)
+        return text
+
+    # -- model inputs --------------------------------------------------------------------
+    def num_special_tokens(self, pair: bool) -> int:
+        return 3 if pair else 2
+
+    def truncate(
+        self, first: list[int], second: list[int] | None, max_length: int
+    ) -> tuple[list[int], list[int] | None]:
+        """Longest-first truncation to max_length, special tokens included.
+
+        For a pair, the shorter sequence is kept whole if the longer one can
+        take the rest of the budget; otherwise each gets half, the odd token
+        going to the longer one. (This is the reference tokenizer's rule; older
+        Python tokenizers removed one token at a time from the longer sequence,
+        which can split the budget the other way round.) Tokens are cut from
+        the end.
+        """
+        pair = second is not None
+        budget = max_length - self.num_special_tokens(pair)
+        if budget < 0:
+            raise ValueError(
+                f"max_length={max_length} leaves no room for the {self.num_special_tokens(pair)} "
+                "special tokens ([CLS], [SEP]); use a larger max_length."
+            )
+        if not pair:
+            return first[:budget], None
+        if len(first) + len(second) <= budget:
+            return first, second
+        first_is_shorter = len(first) <= len(second)
+        shorter, longer = sorted((len(first), len(second)))
+        longer = shorter if shorter > budget else max(shorter, budget - shorter)
+        if shorter + longer > budget:
+            shorter = budget // 2
+            longer = shorter + budget % 2
+        n_first, n_second = (shorter, longer) if first_is_shorter else (longer, shorter)
+        return first[:n_first], second[:n_second]
+
+    def build_inputs(self, first: list[int], second: list[int] | None = None):
+        """[CLS] A [SEP] (B [SEP]) and the segment ids: 0 for [CLS] A [SEP], 1 for B [SEP]."""
+        input_ids = [self.cls_token_id, *first, self.sep_token_id]
+        token_type_ids = [0] * len(input_ids)
+        if second is not None:
+            input_ids += [*second, self.sep_token_id]
+            token_type_ids += [1] * (len(second) + 1)
+        return input_ids, token_type_ids
+
+    def encode(
+        self, text: str, pair: str | None = None, max_length: int | None = None
+    ) -> list[int]:
+        """Ids with [CLS]/[SEP]; longest-first truncation to max_length if given.
+
+        As in transformers, an empty second text ("") means no pair here (in a
+        batch call, it stays an empty second segment).
+        """
+        return self.encode_one(text, pair or None, max_length)["input_ids"]
+
+    def encode_one(
+        self, text: str, pair: str | None = None, max_length: int | None = None
+    ) -> Encoding:
+        if not isinstance(text, str) or (pair is not None and not isinstance(pair, str)):
+            raise TypeError(
+                f"encode takes a string (and optionally a second string), got {type(text).__name__}"
+                f"{'' if pair is None else ' and ' + type(pair).__name__}; for a batch call the tokenizer "
+                "with a list: tokenizer(texts)."
+            )
+        first = self.convert_tokens_to_ids(self.tokenize(text))
+        second = self.convert_tokens_to_ids(self.tokenize(pair)) if pair is not None else None
+        if max_length is not None:
+            first, second = self.truncate(first, second, max_length)
+        input_ids, token_type_ids = self.build_inputs(first, second)
+        return Encoding(
+            input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=[1] * len(input_ids)
+        )
+
+    def __call__(
+        self,
+        text: str | Sequence[str],
+        text_pair: str | Sequence[str] | None = None,
+        max_length: int | None = None,
+        truncation: bool | None = None,
+        padding: bool | str = False,
+        return_tensors: str | None = None,
+    ) -> Encoding:
+        """Like a `transformers` tokenizer call, for one text (or pair) or a batch.
+
+        truncation: cut to max_length, longest first (on by default when
+        max_length is given). padding: False, True/"longest" (to the longest
+        in the batch) or "max_length". return_tensors="pt" gives LongTensors
+        of shape (batch, length) and needs padding for a batch of unequal lengths.
+        """
+        single = isinstance(text, str)
+        if single and text_pair == "":  # transformers' rule for one text: "" is no pair
+            text_pair = None
+        texts = [text] if single else list(text)
+        if text_pair is None:
+            pairs: list[str | None] = [None] * len(texts)
+        else:
+            pairs = [text_pair] if isinstance(text_pair, str) else list(text_pair)
+            if len(pairs) != len(texts):
+                raise ValueError(
+                    f"{len(texts)} texts but {len(pairs)} text pairs: give one pair per text."
+                )
+        if truncation is None:
+            truncation = max_length is not None
+        if truncation and max_length is None:
+            max_length = self.model_max_length
+        encodings = [
+            self.encode_one(t, p, max_length if truncation else None)
+            for t, p in zip(texts, pairs, strict=True)
+        ]
+        if padding:
+            self._pad(encodings, padding, max_length)
+        batch = Encoding(
+            {
+                name: [e[name] for e in encodings]
+                for name in ("input_ids", "token_type_ids", "attention_mask")
+            }
+        )
+        if return_tensors == "pt":
+            import torch
+
+            lengths = {len(ids) for ids in batch["input_ids"]}
+            if len(lengths) > 1:
+                raise ValueError(
+                    "Sequences have different lengths, so they cannot be stacked into a tensor: "
+                    "pass padding=True (or padding='max_length' with max_length)."
+                )
+            batch = Encoding({name: torch.tensor(values) for name, values in batch.items()})
+        elif return_tensors is not None:
+            raise ValueError(
+                f"return_tensors={return_tensors!r} is not supported; use 'pt' or None."
+            )
+        if single and return_tensors is None:
+            batch = Encoding({name: values[0] for name, values in batch.items()})
+        return batch
+
+    def _pad(self, encodings: list[Encoding], padding: bool | str, max_length: int | None) -> None:
+        if padding == "max_length":
+            if max_length is None:
+                raise ValueError("padding='max_length' needs max_length.")
+            target = max_length
+        elif padding in (True, "longest"):
+            target = max(len(e["input_ids"]) for e in encodings)
+        else:
+            raise ValueError(f"padding={padding!r}; use False, True/'longest' or 'max_length'.")
+        for encoding in encodings:
+            missing = target - len(encoding["input_ids"])
+            encoding["input_ids"] = encoding["input_ids"] + [self.pad_token_id] * missing
+            encoding["token_type_ids"] = encoding["token_type_ids"] + [0] * missing
+            encoding["attention_mask"] = encoding["attention_mask"] + [0] * missing
+
+    def save_vocabulary(self, directory: str | os.PathLike) -> Path:
+        """Write vocab.txt (and tokenizer_config.json) so `transformers.BertTokenizer` can load them."""
+        from .hf import atomic_save_file
+
+        directory = Path(directory)
+        tokens = [self.ids_to_tokens[i] for i in range(len(self.ids_to_tokens))]
+        atomic_save_file(
+            lambda tmp: Path(tmp).write_text("\n".join(tokens) + "\n", encoding="utf-8"),
+            directory / "vocab.txt",
+        )
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": self.basic.do_lower_case,
+            "tokenize_chinese_chars": self.basic.tokenize_chinese_chars,
+            "strip_accents": self.basic.strip_accents,
+            "model_max_length": self.model_max_length,
+        }
+        atomic_save_file(
+            lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"),
+            directory / "tokenizer_config.json",
+        )
+        return directory / "vocab.txt"
