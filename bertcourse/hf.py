@@ -134,14 +134,17 @@ def normalize_state_dict(
     """Rename a checkpoint's keys to the model's convention.
 
     Handles the TensorFlow-era LayerNorm names (gamma/beta), a `bert.`
-    prefix present on one side only, and buffers older versions saved.
-    Returns the renamed state dict and the keys deliberately left out
-    (recomputed buffers, and heads of other tasks when loading an encoder).
+    prefix present on one side only, buffers older versions saved, and
+    tensors the model has no place for on purpose: the heads of other tasks
+    (an encoder, or a classifier, loaded from a pre-training checkpoint) and
+    a pooler the model does not use. Returns the renamed state dict and the
+    checkpoint keys left out.
     """
-    expected = model.state_dict().keys()
+    expected = set(model.state_dict())
     prefix = getattr(model, "base_model_prefix", "bert") + "."
     model_prefixed = any(k.startswith(prefix) for k in expected)
     checkpoint_prefixed = any(k.startswith(prefix) for k in state_dict)
+    has_pooler = any(".pooler." in f".{k}" for k in expected)
 
     renamed: dict[str, torch.Tensor] = {}
     ignored: list[str] = []
@@ -156,10 +159,18 @@ def normalize_state_dict(
             new = new[len(prefix) :]
         elif model_prefixed and not checkpoint_prefixed:
             new = prefix + new
-        if new.removeprefix(prefix) in IGNORED_BUFFERS and new not in expected:
-            ignored.append(key)
-            continue
+        if new not in expected:
+            encoder_key = new[len(prefix) :] if new.startswith(prefix) else new
+            another_tasks_head = model_prefixed and not new.startswith(prefix)
+            unused_pooler = encoder_key.startswith("pooler.") and not has_pooler
+            if encoder_key in IGNORED_BUFFERS or another_tasks_head or unused_pooler:
+                ignored.append(key)
+                continue
         renamed[new] = tensor
+    # Tied tensors (the MLM decoder is the word-embedding matrix) are often saved once.
+    for alias, source in getattr(model, "tied_weights", {}).items():
+        if alias not in renamed and source in renamed:
+            renamed[alias] = renamed[source]
     return renamed, ignored
 
 
@@ -197,7 +208,7 @@ def check_state_dict(
     lines.append(
         "Check that the config (sizes, vocab_size, type_vocab_size, max_position_embeddings) is "
         "the checkpoint's own, and that the model class fits it (e.g. add_pooling_layer=False "
-        "for a checkpoint saved without a pooler)."
+        "for a checkpoint saved without a pooler, or num_labels for a classifier's head)."
     )
     raise CheckpointMismatchError("\n".join(lines))
 
@@ -205,11 +216,22 @@ def check_state_dict(
 def load_state_dict_checked(
     model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]
 ) -> list[str]:
-    """Normalise, check and load; returns the checkpoint keys deliberately ignored."""
+    """Normalise, check and load; returns the checkpoint keys deliberately ignored.
+
+    Parameters a task head may start without (a new classifier on a
+    pre-trained encoder) keep their fresh initialisation; their names are
+    left in `model.newly_initialized_keys` so a notebook can show them.
+    """
     renamed, ignored = normalize_state_dict(state_dict, model)
     allowed = tuple(getattr(model, "allowed_missing_prefixes", ()))
-    check_state_dict(model, renamed, allowed)
-    model.load_state_dict(renamed, strict=not allowed)
+    tied_aliases = tuple(getattr(model, "tied_weights", {}))
+    check_state_dict(model, renamed, allowed + tied_aliases)
+    model.load_state_dict(renamed, strict=False)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    model.newly_initialized_keys = [
+        k for k in model.state_dict() if k not in renamed and k not in tied_aliases
+    ]
     return ignored
 
 
@@ -243,10 +265,13 @@ def from_hf(cls: type, model_or_path: Any, **kwargs: Any):
             )
         config_dict = hf_config.to_dict()
         config_dict["attn_implementation"] = getattr(hf_config, "_attn_implementation", None)
+        config_dict["architectures"] = [type(model_or_path).__name__]
         state_dict = model_or_path.state_dict()
     else:
         config_dict, state_dict = load_checkpoint(resolve_checkpoint(model_or_path))
     config = BertConfig.from_hf({**config_dict, **config_kwargs})
+    if hasattr(cls, "_kwargs_from_hf_config"):  # e.g. the label names of a fine-tuned classifier
+        model_kwargs = {**cls._kwargs_from_hf_config(config_dict), **model_kwargs}
     model = cls(config, **model_kwargs)
     load_state_dict_checked(model, state_dict)
     return model.eval()

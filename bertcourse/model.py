@@ -291,3 +291,362 @@ class BertModel(BertPreTrainedModel):
             )
         keep = attention_mask[:, None, None, :].to(dtype)  # (B, 1, 1, T)
         return (1.0 - keep) * torch.finfo(dtype).min
+
+
+# ----------------------------------------------------------------------------
+# Heads: what sits on top of the encoder for each task
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class MaskedLMOutput:
+    loss: torch.Tensor | None  # mean cross-entropy over the labelled (masked) positions
+    logits: torch.Tensor  # (B, T, V), or (N, V) for the N labelled positions with masked_only
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class PreTrainingOutput:
+    loss: torch.Tensor | None  # mlm_loss + nsp_loss
+    prediction_logits: torch.Tensor  # (B, T, V), or (N, V) with masked_only
+    seq_relationship_logits: torch.Tensor  # (B, 2): IsNext (0) / NotNext (1)
+    mlm_loss: torch.Tensor | None = None
+    nsp_loss: torch.Tensor | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class SequenceClassifierOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor  # (B, num_labels)
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class TokenClassifierOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor  # (B, T, num_labels)
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class QuestionAnsweringOutput:
+    loss: torch.Tensor | None
+    start_logits: torch.Tensor  # (B, T)
+    end_logits: torch.Tensor  # (B, T)
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class BertPredictionHeadTransform(nn.Module):
+    """dense + activation + LayerNorm, applied before the vocabulary projection."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.activation(self.dense(hidden_states)))
+
+
+class BertLMPredictionHead(nn.Module):
+    """Hidden vectors -> a score for every vocabulary token.
+
+    The decoder's weight is the word-embedding matrix itself (tied by the
+    model), so predicting a token and embedding it use the same vectors; only
+    the bias is the head's own.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.transform = BertPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.decoder.bias = self.bias  # one parameter, two names, as in transformers
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(hidden_states))  # (..., V)
+
+
+class BertPreTrainingHeads(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+
+class BertOnlyMLMHead(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+
+def masked_lm_logits_and_loss(
+    head: BertLMPredictionHead,
+    hidden_states: torch.Tensor,
+    labels: torch.Tensor | None,
+    masked_only: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Vocabulary logits and the MLM loss (mean over positions whose label is not -100).
+
+    masked_only ("sparse prediction"): run the head only on the labelled
+    positions. The loss is the same, but the V-wide projection, the most
+    expensive layer of a small BERT, runs on ~15% of the tokens.
+    """
+    vocab_size = head.decoder.out_features
+    if masked_only:
+        if labels is None:
+            raise ValueError(
+                "masked_only=True needs labels: it predicts only the labelled positions."
+            )
+        selected = labels != -100  # (B, T)
+        logits = head(hidden_states[selected])  # (N, V)
+        loss = F.cross_entropy(logits, labels[selected]) if logits.shape[0] else logits.sum()
+        return logits, loss
+    logits = head(hidden_states)  # (B, T, V)
+    loss = None
+    if labels is not None:
+        loss = F.cross_entropy(logits.view(-1, vocab_size), labels.view(-1), ignore_index=-100)
+    return logits, loss
+
+
+class _TiedMLMMixin:
+    """Ties the MLM decoder to the word embeddings (and re-ties after loading or moving)."""
+
+    tied_weights = {
+        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def tie_weights(self) -> None:
+        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+        self.cls.predictions.decoder.bias = self.cls.predictions.bias
+
+
+class BertForMaskedLM(_TiedMLMMixin, BertPreTrainedModel):
+    """BERT with the masked-language-model head (no pooler, no NSP)."""
+
+    hf_class_name = "BertForMaskedLM"
+    # A plain encoder checkpoint (such as MiniLM) has no MLM head: it starts fresh.
+    allowed_missing_prefixes = ("cls.predictions.transform.", "cls.predictions.bias")
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.cls = BertOnlyMLMHead(config)
+        self.init_weights()
+        self.tie_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        masked_only: bool = False,
+    ) -> MaskedLMOutput:
+        """labels (B, T): the original token id at masked positions, -100 elsewhere."""
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
+        logits, loss = masked_lm_logits_and_loss(
+            self.cls.predictions, out.last_hidden_state, labels, masked_only
+        )
+        return MaskedLMOutput(loss, logits, out.attentions)
+
+
+class BertForPreTraining(_TiedMLMMixin, BertPreTrainedModel):
+    """BERT's pre-training model: the MLM head on every token, the NSP head on the pooled [CLS]."""
+
+    hf_class_name = "BertForPreTraining"
+    allowed_missing_prefixes = (
+        "cls.predictions.transform.",
+        "cls.predictions.bias",
+        "cls.seq_relationship.",
+    )
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config)
+        self.cls = BertPreTrainingHeads(config)
+        self.init_weights()
+        self.tie_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        next_sentence_label: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        masked_only: bool = False,
+    ) -> PreTrainingOutput:
+        """labels (B, T) as for BertForMaskedLM; next_sentence_label (B,): 0 IsNext, 1 NotNext.
+
+        The loss is the sum of the two losses when both labels are given.
+        """
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
+        prediction_logits, mlm_loss = masked_lm_logits_and_loss(
+            self.cls.predictions, out.last_hidden_state, labels, masked_only
+        )
+        seq_relationship_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
+        nsp_loss = None
+        if next_sentence_label is not None:
+            nsp_loss = F.cross_entropy(seq_relationship_logits, next_sentence_label.view(-1))
+        losses = [loss for loss in (mlm_loss, nsp_loss) if loss is not None]
+        loss = sum(losses[1:], losses[0]) if losses else None
+        return PreTrainingOutput(
+            loss, prediction_logits, seq_relationship_logits, mlm_loss, nsp_loss, out.attentions
+        )
+
+
+class _LabelledHeadMixin:
+    """num_labels / label names for the classification heads, shared with transformers' config."""
+
+    def _set_labels(self, num_labels: int, id2label: dict[int, str] | None) -> None:
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
+        if id2label is not None and len(id2label) != num_labels:
+            raise ValueError(f"id2label has {len(id2label)} names for num_labels={num_labels}.")
+        self.num_labels = num_labels
+        self.id2label = {int(k): v for k, v in (id2label or {}).items()} or {
+            i: f"LABEL_{i}" for i in range(num_labels)
+        }
+
+    def hf_config_extras(self) -> dict[str, Any]:
+        return {
+            "num_labels": self.num_labels,
+            "id2label": dict(self.id2label),
+            "label2id": {v: k for k, v in self.id2label.items()},
+        }
+
+    @classmethod
+    def _kwargs_from_hf_config(cls, config_dict: dict[str, Any]) -> dict[str, Any]:
+        id2label = config_dict.get("id2label")
+        architectures = config_dict.get("architectures") or []
+        # Reuse the checkpoint's labels only if it was trained for this same head.
+        if id2label and cls.hf_class_name in architectures:
+            return {"num_labels": len(id2label), "id2label": id2label}
+        return {}
+
+
+def _classifier_dropout(config: BertConfig) -> float:
+    if config.classifier_dropout is not None:
+        return config.classifier_dropout
+    return config.hidden_dropout_prob
+
+
+class BertForSequenceClassification(_LabelledHeadMixin, BertPreTrainedModel):
+    """A linear classifier on the pooled [CLS] vector; one sentence or a sentence pair.
+
+    num_labels == 1 is regression (MSE loss, e.g. similarity scores); more
+    labels use cross-entropy.
+    """
+
+    hf_class_name = "BertForSequenceClassification"
+    allowed_missing_prefixes = ("classifier.",)
+
+    def __init__(
+        self, config: BertConfig, num_labels: int = 2, id2label: dict[int, str] | None = None
+    ):
+        super().__init__(config)
+        self._set_labels(num_labels, id2label)
+        self.bert = BertModel(config)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> SequenceClassifierOutput:
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
+        logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+            else:
+                loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return SequenceClassifierOutput(loss, logits, out.attentions)
+
+
+class BertForTokenClassification(_LabelledHeadMixin, BertPreTrainedModel):
+    """A label for every token (e.g. named entities); -100 labels are ignored."""
+
+    hf_class_name = "BertForTokenClassification"
+    allowed_missing_prefixes = ("classifier.",)
+
+    def __init__(
+        self, config: BertConfig, num_labels: int = 2, id2label: dict[int, str] | None = None
+    ):
+        super().__init__(config)
+        self._set_labels(num_labels, id2label)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> TokenClassifierOutput:
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return TokenClassifierOutput(loss, logits, out.attentions)
+
+
+class BertForQuestionAnswering(BertPreTrainedModel):
+    """Extractive QA: a start score and an end score for every token of the context."""
+
+    hf_class_name = "BertForQuestionAnswering"
+    allowed_missing_prefixes = ("qa_outputs.",)
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.init_weights()
+
+    def hf_config_extras(self) -> dict[str, Any]:
+        return {"num_labels": 2}
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> QuestionAnsweringOutput:
+        """start_positions/end_positions (B,): token indices of the answer span.
+
+        Positions outside the sequence (an answer truncated away) are clamped
+        to an ignored index, as in transformers; the loss averages the start
+        and end cross-entropies.
+        """
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
+        start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(dim=-1)  # (B, T)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            ignored = start_logits.shape[1]
+            start_positions = start_positions.view(-1).clamp(0, ignored)
+            end_positions = end_positions.view(-1).clamp(0, ignored)
+            loss = (
+                F.cross_entropy(start_logits, start_positions, ignore_index=ignored)
+                + F.cross_entropy(end_logits, end_positions, ignore_index=ignored)
+            ) / 2
+        return QuestionAnsweringOutput(loss, start_logits, end_logits, out.attentions)
