@@ -15,14 +15,21 @@ The pipeline, in the order `transformers`' (Rust-backed) BERT tokenizer runs it:
 Steps 1-4 are the `BasicTokenizer` and `WordpieceTokenizer`; `BertTokenizer`
 adds step 5, truncation, padding and decoding. Tests prove the ids equal
 `transformers.AutoTokenizer`'s on real text, hard cases and fuzzed Unicode.
+The last part of the module learns a WordPiece vocabulary from a corpus
+(`train_wordpiece`) and compares it with the `tokenizers` library's trainer.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
+import tempfile
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -604,3 +611,374 @@ class BertTokenizer:
             directory / "tokenizer_config.json",
         )
         return directory / "vocab.txt"
+
+
+# ----------------------------------------------------------------------------
+# Training a vocabulary
+# ----------------------------------------------------------------------------
+#
+# Training a WordPiece vocabulary from scratch, and comparing it with the `tokenizers` library's.
+#
+# A vocabulary is learnt bottom-up. Every word of the corpus starts as its
+# characters, the first one as it is and the others marked as continuations:
+# "hug" -> ["h", "##u", "##g"]. Then, again and again, two adjacent symbols
+# are merged into one new vocabulary entry, until the vocabulary is full.
+#
+# Which pair to merge? BPE takes the most frequent pair. WordPiece (Schuster &
+# Nakajima 2012, the algorithm behind BERT's vocabulary) takes the pair that
+# most increases the likelihood of the corpus under a unigram model of the
+# symbols, which comes down to
+#
+#     score(a, b) = count(ab) / (count(a) * count(b))
+#
+# with every count summed over the words, weighted by how often each word
+# occurs. A pair scores high when its parts rarely occur apart: "##g ##s" in
+# "hugs" beats the more frequent "##u ##g" because "##u" is everywhere.
+#
+# After a merge only the words that contain the pair change, so the counts are
+# updated for those words alone, and a heap finds the best pair without
+# rescoring every pair at every step.
+
+CONTINUATION = "##"  # marks a piece that continues a word: "hugs" -> hug ##s
+
+Pair = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Merge:
+    """One training step: `left` and `right` became `token`."""
+
+    left: str
+    right: str
+    token: str
+    count: int  # how often the pair occurred, weighted by word frequency
+    score: float  # count / (count(left) * count(right))
+
+
+# ----------------------------------------------------------------------------
+# The corpus as word counts, and its alphabet
+# ----------------------------------------------------------------------------
+
+
+def count_words(
+    texts: Iterable[str],
+    do_lower_case: bool = True,
+    special_tokens: Sequence[str] = SPECIAL_TOKENS,
+) -> Counter[str]:
+    """How often each word occurs, the words being those `BasicTokenizer` produces."""
+    basic = BasicTokenizer(do_lower_case, never_split=special_tokens)
+    specials = set(special_tokens)
+    word_counts: Counter[str] = Counter()
+    for text in texts:
+        word_counts.update(word for word in basic.tokenize(text) if word not in specials)
+    return word_counts
+
+
+def choose_alphabet(word_counts: dict[str, int], limit_alphabet: int | None = None) -> set[str]:
+    """The `limit_alphabet` most frequent characters (all of them if None); ties by character."""
+    char_counts: Counter[str] = Counter()
+    for word, count in word_counts.items():
+        for char in word:
+            char_counts[char] += count
+    ranked = sorted(char_counts, key=lambda char: (-char_counts[char], char))
+    return set(ranked if limit_alphabet is None else ranked[:limit_alphabet])
+
+
+def alphabet_symbols(chars: Iterable[str]) -> list[str]:
+    """Each character as a word-initial symbol `c` and a continuation `##c`, sorted."""
+    return sorted({symbol for char in chars for symbol in (char, CONTINUATION + char)})
+
+
+def split_word(word: str) -> list[str]:
+    """The starting point of training: "hug" -> ["h", "##u", "##g"]."""
+    return [word[0]] + [CONTINUATION + char for char in word[1:]]
+
+
+def merge_symbols(left: str, right: str) -> str:
+    """("hu", "##g") -> "hug"; ("##u", "##g") -> "##ug": the left part keeps its "##"."""
+    return left + right.removeprefix(CONTINUATION)
+
+
+def merge_pair(symbols: list[str], left: str, right: str) -> list[str]:
+    """Replace every occurrence of the adjacent pair (left, right), scanning left to right."""
+    merged: list[str] = []
+    position = 0
+    while position < len(symbols):
+        if (
+            position + 1 < len(symbols)
+            and symbols[position] == left
+            and symbols[position + 1] == right
+        ):
+            merged.append(merge_symbols(left, right))
+            position += 2
+        else:
+            merged.append(symbols[position])
+            position += 1
+    return merged
+
+
+def adjacent_pairs(symbols: list[str]) -> list[Pair]:
+    return list(pairwise(symbols))
+
+
+# ----------------------------------------------------------------------------
+# The merge loop
+# ----------------------------------------------------------------------------
+
+
+class PairStatistics:
+    """The words as symbol lists and the counts the score needs, kept up to date after each merge.
+
+    symbol_counts[s]       how often symbol s occurs in the corpus
+    pair_counts[(a, b)]    how often a is directly followed by b
+    words_with_pair[pair]  ids of the words that contain the pair: the only ones a merge changes
+    pairs_with_symbol[s]   the pairs s is part of: their scores change when count(s) does
+    """
+
+    def __init__(self, word_counts: dict[str, int]):
+        self.splits = [split_word(word) for word in word_counts]
+        self.frequencies = list(word_counts.values())
+        self.symbol_counts: Counter[str] = Counter()
+        self.pair_counts: Counter[Pair] = Counter()
+        self.words_with_pair: defaultdict[Pair, set[int]] = defaultdict(set)
+        self.pairs_with_symbol: defaultdict[str, set[Pair]] = defaultdict(set)
+        for word_id, symbols in enumerate(self.splits):
+            self._count(symbols, self.frequencies[word_id])
+            for pair in adjacent_pairs(symbols):
+                self._index(pair, word_id)
+
+    def score(self, pair: Pair) -> float:
+        left, right = pair
+        return self.pair_counts[pair] / (self.symbol_counts[left] * self.symbol_counts[right])
+
+    def merge(self, pair: Pair) -> set[Pair]:
+        """Merge `pair` in every word that has it; return the pairs whose score may have changed."""
+        left, right = pair
+        changed: set[Pair] = set()
+        for word_id in list(self.words_with_pair[pair]):
+            old = self.splits[word_id]
+            new = merge_pair(old, left, right)
+            frequency = self.frequencies[word_id]
+            self._count(old, -frequency)
+            self._count(new, frequency)
+            self.splits[word_id] = new
+            old_pairs, new_pairs = set(adjacent_pairs(old)), set(adjacent_pairs(new))
+            for gone in old_pairs - new_pairs:
+                self.words_with_pair[gone].discard(word_id)
+            for pair_in_word in new_pairs:
+                self._index(pair_in_word, word_id)
+            changed |= old_pairs | new_pairs
+        for gone in [p for p in changed if self.pair_counts[p] <= 0]:
+            self._forget(gone)
+        # Only the counts of left, right and the new symbol changed (the other symbols
+        # of a word were taken away and put back), so only their pairs are rescored.
+        for symbol in (left, right, merge_symbols(left, right)):
+            changed |= self.pairs_with_symbol.get(symbol, set())
+        return {p for p in changed if p in self.pair_counts}
+
+    def _count(self, symbols: list[str], frequency: int) -> None:
+        for symbol in symbols:
+            self.symbol_counts[symbol] += frequency
+        for pair in adjacent_pairs(symbols):
+            self.pair_counts[pair] += frequency
+
+    def _index(self, pair: Pair, word_id: int) -> None:
+        self.words_with_pair[pair].add(word_id)
+        self.pairs_with_symbol[pair[0]].add(pair)
+        self.pairs_with_symbol[pair[1]].add(pair)
+
+    def _forget(self, pair: Pair) -> None:
+        del self.pair_counts[pair]
+        self.words_with_pair.pop(pair, None)
+        self.pairs_with_symbol[pair[0]].discard(pair)
+        self.pairs_with_symbol[pair[1]].discard(pair)
+
+
+def wordpiece_merges(word_counts: dict[str, int], min_frequency: int = 2) -> Iterator[Merge]:
+    """The merges in training order, each the pair with the best score at that moment.
+
+    The heap holds (-score, left, right): the best score pops first, and among
+    equal scores the smallest pair, so training is reproducible. A merge
+    changes some scores (up or down); those pairs are pushed again with their
+    new score, and an entry whose score is no longer the pair's score is stale
+    and skipped when it pops.
+    """
+    statistics = PairStatistics(word_counts)
+
+    def entry(pair: Pair) -> tuple[float, str, str]:
+        return (-statistics.score(pair), *pair)
+
+    def rebuilt_heap() -> list[tuple[float, str, str]]:
+        heap = [entry(p) for p, c in statistics.pair_counts.items() if c >= min_frequency]
+        heapq.heapify(heap)
+        return heap
+
+    heap = rebuilt_heap()
+    while heap:
+        negative_score, left, right = heapq.heappop(heap)
+        pair = (left, right)
+        count = statistics.pair_counts.get(pair, 0)
+        if count < min_frequency or statistics.score(pair) != -negative_score:
+            continue  # stale: the pair is gone, too rare, or was pushed again with another score
+        merge = Merge(left, right, merge_symbols(left, right), count, -negative_score)
+        for changed in statistics.merge(pair):
+            if statistics.pair_counts[changed] >= min_frequency:
+                heapq.heappush(heap, entry(changed))
+        if len(heap) > 4 * len(statistics.pair_counts) + 10_000:
+            heap = rebuilt_heap()  # drop the stale entries that piled up
+        yield merge
+
+
+# ----------------------------------------------------------------------------
+# The vocabulary
+# ----------------------------------------------------------------------------
+
+
+def train_wordpiece(
+    texts: Iterable[str],
+    vocab_size: int,
+    min_frequency: int = 2,
+    special_tokens: Sequence[str] = SPECIAL_TOKENS,
+    do_lower_case: bool = True,
+    limit_alphabet: int | None = 1000,
+    show_progress: bool = False,
+) -> list[str]:
+    """A WordPiece vocabulary of `vocab_size` tokens learnt from `texts` (fewer if the pairs run out).
+
+    The list holds the special tokens first (in order), then the alphabet
+    (every kept character as `c` and `##c`, sorted), then the merged tokens in
+    the order they were created; a token's id is its position. Characters
+    beyond the `limit_alphabet` most frequent are dropped, and the words that
+    contain them are left out of training (the tokenizer maps them to [UNK]).
+    Only pairs that occur at least `min_frequency` times are merged.
+    """
+    if min_frequency < 1:
+        raise ValueError(f"min_frequency={min_frequency}; it must be at least 1.")
+    if limit_alphabet is not None and limit_alphabet < 1:
+        raise ValueError(f"limit_alphabet={limit_alphabet}; use a positive number or None.")
+    word_counts = count_words(texts, do_lower_case, special_tokens)
+    if not word_counts:
+        raise ValueError("The texts contain no words to learn a vocabulary from (empty input?).")
+    chars = choose_alphabet(word_counts, limit_alphabet)
+    word_counts = Counter({w: c for w, c in word_counts.items() if chars.issuperset(w)})
+
+    specials = list(dict.fromkeys(special_tokens))
+    vocab = specials + [s for s in alphabet_symbols(chars) if s not in specials]
+    if vocab_size < len(vocab):
+        raise ValueError(
+            f"vocab_size={vocab_size} is smaller than the {len(specials)} special tokens plus the "
+            f"{len(vocab) - len(specials)} alphabet symbols ({len(chars)} characters, each as c and "
+            f"##c) = {len(vocab)}; raise vocab_size to at least {len(vocab)} or lower limit_alphabet."
+        )
+    known = set(vocab)
+
+    from tqdm.auto import tqdm
+
+    with tqdm(
+        total=vocab_size, initial=len(vocab), desc="WordPiece", disable=not show_progress
+    ) as progress:
+        merges = wordpiece_merges(word_counts, min_frequency)
+        while len(vocab) < vocab_size:
+            merge = next(merges, None)
+            if merge is None:
+                break  # no pair left that occurs min_frequency times
+            # A guard: were a string ever made by two merge paths (hu + ##g, h + ##ug),
+            # the vocabulary would list it once.
+            if merge.token not in known:
+                vocab.append(merge.token)
+                known.add(merge.token)
+                progress.update(1)
+    return vocab
+
+
+def save_vocab(vocab: Sequence[str], path: str | os.PathLike) -> Path:
+    """Write vocab.txt (one token per line, UTF-8) atomically; a directory gets a vocab.txt inside."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "vocab.txt"
+    duplicates = sorted(token for token, n in Counter(vocab).items() if n > 1)
+    if duplicates:
+        raise ValueError(f"The vocabulary repeats {duplicates[:5]}; ids would not be line numbers.")
+    bad = [token for token in vocab if not token or "\n" in token or "\r" in token]
+    if bad:
+        raise ValueError(f"Tokens must be non-empty and on one line; got {bad[:5]!r}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write("".join(token + "\n" for token in vocab))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------
+# The reference trainer, and a comparison
+# ----------------------------------------------------------------------------
+
+
+def train_reference_wordpiece(
+    texts: Iterable[str],
+    vocab_size: int,
+    min_frequency: int = 2,
+    special_tokens: Sequence[str] = SPECIAL_TOKENS,
+    do_lower_case: bool = True,
+    limit_alphabet: int | None = 1000,
+) -> list[str]:
+    """The same through the `tokenizers` library, its vocabulary ordered by id.
+
+    Its WordPiece trainer picks merges by BPE's rule (the most frequent pair),
+    so the vocabulary differs from `train_wordpiece`'s.
+    """
+    from tokenizers import BertWordPieceTokenizer
+
+    tokenizer = BertWordPieceTokenizer(lowercase=do_lower_case)
+    tokenizer.train_from_iterator(
+        iter(texts),
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(special_tokens),
+        limit_alphabet=limit_alphabet if limit_alphabet is not None else 2**31 - 1,
+        show_progress=False,
+    )
+    vocab = tokenizer.get_vocab()
+    return sorted(vocab, key=vocab.__getitem__)
+
+
+def compare_vocabularies(
+    ours: Sequence[str],
+    reference: Sequence[str],
+    texts: Iterable[str],
+    do_lower_case: bool = True,
+    unk_token: str = "[UNK]",
+) -> dict[str, float]:
+    """Sizes, overlap, and how each vocabulary splits the words of `texts`.
+
+    tokens_per_word: WordPiece pieces per word, averaged over every word
+    occurrence; unk_fraction: the share of word occurrences that become [UNK].
+    """
+    word_counts = count_words(texts, do_lower_case)
+    total_words = sum(word_counts.values())
+    if total_words == 0:
+        raise ValueError("The texts contain no words to compare the vocabularies on.")
+    ours_set, reference_set = set(ours), set(reference)
+    overlap = len(ours_set & reference_set)
+    result: dict[str, float] = {
+        "ours_size": len(ours),
+        "reference_size": len(reference),
+        "overlap": overlap,
+        "jaccard": overlap / len(ours_set | reference_set),
+        "words": total_words,
+    }
+    for name, vocab in (("ours", ours), ("reference", reference)):
+        wordpiece = WordpieceTokenizer(list(vocab), unk_token=unk_token)
+        pieces = unknown = 0
+        for word, count in word_counts.items():
+            split = wordpiece.tokenize_word(word)
+            pieces += len(split) * count
+            unknown += count if split == [unk_token] else 0
+        result[f"{name}_tokens_per_word"] = pieces / total_words
+        result[f"{name}_unk_fraction"] = unknown / total_words
+    return result
