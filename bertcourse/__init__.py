@@ -7,13 +7,27 @@ numbers as its `transformers` or `torch` counterpart.
 from .attention import MultiHeadSelfAttention, scaled_dot_product_attention
 from .config import SIZES, BertConfig, ConfigError, Profile, get_device, get_profile
 from .hf import CheckpointMismatchError, minilm_path
-from .model import BertModel, BertModelOutput, BertPreTrainedModel
+from .model import (
+    BertForMaskedLM,
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+    BertModelOutput,
+    BertPreTrainedModel,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SIZES",
     "BertConfig",
+    "BertForMaskedLM",
+    "BertForPreTraining",
+    "BertForQuestionAnswering",
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
     "BertModel",
     "BertModelOutput",
     "BertPreTrainedModel",
