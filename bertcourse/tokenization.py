@@ -173,6 +173,55 @@ def pre_tokenize(text: str) -> list[str]:
     return words
 
 
+def normalize_with_alignment(
+    text: str,
+    do_lower_case: bool = True,
+    strip_accents_: bool | None = None,
+    tokenize_chinese_chars: bool = True,
+) -> tuple[str, list[int]]:
+    """`normalize`, character by character, remembering where each output character came from.
+
+    Returns the normalised text and, for each of its characters, the index of the original
+    character that produced it. That is what maps a token back to a span of the raw text
+    (the offsets question answering needs): "Héllo" -> "hello" with origins [0, 1, 1, 2, 3, 4]
+    before the accent is dropped, [0, 1, 2, 3, 4] after.
+    """
+    strip = do_lower_case if strip_accents_ is None else strip_accents_
+    characters: list[str] = []
+    origins: list[int] = []
+    for index, char in enumerate(text):
+        if char == "\x00" or char == "\ufffd" or is_control(char):
+            continue
+        produced = " " if is_whitespace(char) else char
+        if tokenize_chinese_chars and is_cjk(produced):
+            produced = f" {produced} "
+        if strip:
+            produced = strip_accents(produced)
+        if do_lower_case:
+            produced = lowercase(produced)
+        characters.extend(produced)
+        origins.extend([index] * len(produced))
+    return "".join(characters), origins
+
+
+def pre_tokenize_with_spans(text: str) -> list[tuple[str, int, int]]:
+    """`pre_tokenize`, returning (word, start, end) with positions in `text`."""
+    words: list[tuple[str, int, int]] = []
+    start = None
+    for position, char in enumerate(text):
+        if is_whitespace(char) or is_punctuation(char):
+            if start is not None:
+                words.append((text[start:position], start, position))
+                start = None
+            if not is_whitespace(char):
+                words.append((char, position, position + 1))
+        elif start is None:
+            start = position
+    if start is not None:
+        words.append((text[start:], start, len(text)))
+    return words
+
+
 def split_on_special_tokens(text: str, special_tokens: Sequence[str]) -> list[tuple[str, bool]]:
     """Cut special tokens written in the text out first: [(piece, is_special), ...].
 
@@ -221,6 +270,22 @@ class BasicTokenizer:
         words: list[str] = []
         for piece, is_special in split_on_special_tokens(text, self.never_split):
             words.extend([piece] if is_special else pre_tokenize(self.normalize(piece)))
+        return words
+
+    def tokenize_with_origins(self, text: str) -> list[tuple[str, list[int]]]:
+        """Words, each with the index in `text` of every one of its characters."""
+        words: list[tuple[str, list[int]]] = []
+        offset = 0
+        for piece, is_special in split_on_special_tokens(text, self.never_split):
+            if is_special:
+                words.append((piece, list(range(offset, offset + len(piece)))))
+            else:
+                normalized, origins = normalize_with_alignment(
+                    piece, self.do_lower_case, self.strip_accents, self.tokenize_chinese_chars
+                )
+                for word, start, end in pre_tokenize_with_spans(normalized):
+                    words.append((word, [offset + o for o in origins[start:end]]))
+            offset += len(piece)
         return words
 
 
@@ -308,13 +373,38 @@ def load_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
 
 
 class Encoding(dict):
-    """input_ids / token_type_ids / attention_mask (lists, or tensors with return_tensors="pt")."""
+    """input_ids / token_type_ids / attention_mask (lists, or tensors with return_tensors="pt").
+
+    With return_offsets_mapping, also "offset_mapping" and the methods word_ids() and
+    sequence_ids(), kept outside the dict so that `model(**encoding)` still works.
+    """
+
+    word_ids_per_row: list[list[int | None]] | None = None
+    sequence_ids_per_row: list[list[int | None]] | None = None
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self[name]
         except KeyError as error:
             raise AttributeError(name) from error
+
+    def with_alignment(self, other: Encoding) -> Encoding:
+        self.word_ids_per_row = other.word_ids_per_row
+        self.sequence_ids_per_row = other.sequence_ids_per_row
+        return self
+
+    def _row(self, rows: list | None, batch_index: int) -> list[int | None]:
+        if rows is None:
+            raise ValueError("Word and sequence ids need return_offsets_mapping=True.")
+        return rows[batch_index]
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """For each token, the index of the word it came from (None for special tokens)."""
+        return self._row(self.word_ids_per_row, batch_index)
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """For each token, 0 (first text), 1 (second text) or None (special tokens, padding)."""
+        return self._row(self.sequence_ids_per_row, batch_index)
 
 
 class BertTokenizer:
@@ -410,6 +500,30 @@ class BertTokenizer:
                 tokens.extend(self.wordpiece.tokenize_word(word))
         return tokens
 
+    def tokenize_with_offsets(self, text: str) -> list[tuple[str, tuple[int, int], int]]:
+        """(token, (start, end) in `text`, word index) for every token.
+
+        A piece's span runs from the original position of its first character to one past
+        that of its last; characters removed by normalisation (an accent, a control
+        character) fall between spans. A word that became [UNK] spans the whole word.
+        """
+        tokens = []
+        for word_index, (word, origins) in enumerate(self.basic.tokenize_with_origins(text)):
+            if word in self.special_tokens:
+                tokens.append((word, (origins[0], origins[-1] + 1), word_index))
+                continue
+            pieces = self.wordpiece.tokenize_word(word)
+            if pieces == [self.unk_token]:
+                tokens.append((self.unk_token, (origins[0], origins[-1] + 1), word_index))
+                continue
+            position = 0
+            for number, piece in enumerate(pieces):
+                length = len(piece) - (len(self.wordpiece.prefix) if number else 0)
+                span = (origins[position], origins[position + length - 1] + 1)
+                tokens.append((piece, span, word_index))
+                position += length
+        return tokens
+
     def convert_tokens_to_ids(self, tokens: str | Iterable[str]) -> int | list[int]:
         if isinstance(tokens, str):
             return self.vocab.get(tokens, self.unk_token_id)
@@ -495,22 +609,45 @@ class BertTokenizer:
         return self.encode_one(text, pair or None, max_length)["input_ids"]
 
     def encode_one(
-        self, text: str, pair: str | None = None, max_length: int | None = None
+        self,
+        text: str,
+        pair: str | None = None,
+        max_length: int | None = None,
+        return_offsets_mapping: bool = False,
     ) -> Encoding:
         if not isinstance(text, str) or (pair is not None and not isinstance(pair, str)):
             raise TypeError(
                 f"encode takes a string (and optionally a second string), got {type(text).__name__}"
-                f"{'' if pair is None else ' and ' + type(pair).__name__}; for a batch call the tokenizer "
-                "with a list: tokenizer(texts)."
+                f"{'' if pair is None else ' and ' + type(pair).__name__}; for a batch call the "
+                "tokenizer with a list: tokenizer(texts)."
             )
-        first = self.convert_tokens_to_ids(self.tokenize(text))
-        second = self.convert_tokens_to_ids(self.tokenize(pair)) if pair is not None else None
+        segments = [text] if pair is None else [text, pair]
+        if return_offsets_mapping:
+            tokenized = [self.tokenize_with_offsets(segment) for segment in segments]
+        else:  # the fast path: no alignment bookkeeping
+            tokenized = [[(t, (0, 0), 0) for t in self.tokenize(segment)] for segment in segments]
+        ids = [self.convert_tokens_to_ids([t for t, _, _ in tokens]) for tokens in tokenized]
+        first, second = ids[0], (ids[1] if pair is not None else None)
         if max_length is not None:
             first, second = self.truncate(first, second, max_length)
         input_ids, token_type_ids = self.build_inputs(first, second)
-        return Encoding(
+        encoding = Encoding(
             input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=[1] * len(input_ids)
         )
+        if return_offsets_mapping:
+            kept = [tokenized[0][: len(first)]]
+            if second is not None:
+                kept.append(tokenized[1][: len(second)])
+            # [CLS] first [SEP] (second [SEP]): special tokens have no word, span or sequence
+            word_ids, sequence_ids, offsets = [None], [None], [(0, 0)]
+            for sequence, tokens in enumerate(kept):
+                word_ids += [w for _, _, w in tokens] + [None]
+                sequence_ids += [sequence] * len(tokens) + [None]
+                offsets += [span for _, span, _ in tokens] + [(0, 0)]
+            encoding["offset_mapping"] = offsets
+            encoding.word_ids_per_row = [word_ids]
+            encoding.sequence_ids_per_row = [sequence_ids]
+        return encoding
 
     def __call__(
         self,
@@ -520,6 +657,7 @@ class BertTokenizer:
         truncation: bool | None = None,
         padding: bool | str = False,
         return_tensors: str | None = None,
+        return_offsets_mapping: bool = False,
     ) -> Encoding:
         """Like a `transformers` tokenizer call, for one text (or pair) or a batch.
 
@@ -545,17 +683,17 @@ class BertTokenizer:
         if truncation and max_length is None:
             max_length = self.model_max_length
         encodings = [
-            self.encode_one(t, p, max_length if truncation else None)
+            self.encode_one(t, p, max_length if truncation else None, return_offsets_mapping)
             for t, p in zip(texts, pairs, strict=True)
         ]
         if padding:
             self._pad(encodings, padding, max_length)
-        batch = Encoding(
-            {
-                name: [e[name] for e in encodings]
-                for name in ("input_ids", "token_type_ids", "attention_mask")
-            }
-        )
+        names = ["input_ids", "token_type_ids", "attention_mask"]
+        names += ["offset_mapping"] if return_offsets_mapping else []
+        batch = Encoding({name: [e[name] for e in encodings] for name in names})
+        if return_offsets_mapping:
+            batch.word_ids_per_row = [e.word_ids_per_row[0] for e in encodings]
+            batch.sequence_ids_per_row = [e.sequence_ids_per_row[0] for e in encodings]
         if return_tensors == "pt":
             import torch
 
@@ -565,13 +703,15 @@ class BertTokenizer:
                     "Sequences have different lengths, so they cannot be stacked into a tensor: "
                     "pass padding=True (or padding='max_length' with max_length)."
                 )
-            batch = Encoding({name: torch.tensor(values) for name, values in batch.items()})
+            tensors = Encoding({name: torch.tensor(values) for name, values in batch.items()})
+            batch = tensors.with_alignment(batch)
         elif return_tensors is not None:
             raise ValueError(
                 f"return_tensors={return_tensors!r} is not supported; use 'pt' or None."
             )
         if single and return_tensors is None:
-            batch = Encoding({name: values[0] for name, values in batch.items()})
+            single_row = Encoding({name: values[0] for name, values in batch.items()})
+            batch = single_row.with_alignment(batch)
         return batch
 
     def _pad(self, encodings: list[Encoding], padding: bool | str, max_length: int | None) -> None:
@@ -588,6 +728,10 @@ class BertTokenizer:
             encoding["input_ids"] = encoding["input_ids"] + [self.pad_token_id] * missing
             encoding["token_type_ids"] = encoding["token_type_ids"] + [0] * missing
             encoding["attention_mask"] = encoding["attention_mask"] + [0] * missing
+            if "offset_mapping" in encoding:
+                encoding["offset_mapping"] = encoding["offset_mapping"] + [(0, 0)] * missing
+                encoding.word_ids_per_row[0] += [None] * missing
+                encoding.sequence_ids_per_row[0] += [None] * missing
 
     def save_vocabulary(self, directory: str | os.PathLike) -> Path:
         """Write vocab.txt (and tokenizer_config.json) so `transformers.BertTokenizer` can load them."""

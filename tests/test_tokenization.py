@@ -245,3 +245,56 @@ def test_clear_errors(tmp_path):
         ours()(["a", "b c d"], return_tensors="pt")
     with pytest.raises(TypeError, match="for a batch call the tokenizer"):
         ours().encode(["a", "b"])
+
+
+def alignment(encoding, row=None):
+    offsets = encoding["offset_mapping"] if row is None else encoding["offset_mapping"][row]
+    index = 0 if row is None else row
+    return (
+        [tuple(int(x) for x in span) for span in offsets],
+        encoding.word_ids(index),
+        encoding.sequence_ids(index),
+    )
+
+
+@pytest.mark.parametrize("text", HARD_CASES)
+def test_offsets_and_word_ids_match_on_hard_cases(text):
+    for pair in (None, "Ça va? 你好 [SEP] don't"):
+        expected = reference()(text, pair, return_offsets_mapping=True)
+        got = ours()(text, pair, return_offsets_mapping=True)
+        assert got["input_ids"] == expected["input_ids"]
+        assert alignment(got) == alignment(expected)
+
+
+def test_offsets_match_on_corpus_sentences_with_truncation_and_padding():
+    from bertcourse.data import offline_corpus
+
+    sentences = offline_corpus("validation").sentences()
+    questions, contexts = sentences[::2][:300], sentences[1::2][:300]
+    kwargs = dict(truncation=True, max_length=48, padding=True, return_offsets_mapping=True)
+    expected = reference()(questions, contexts, **kwargs)
+    got = ours()(questions, contexts, **kwargs)
+    assert got["input_ids"] == expected["input_ids"]
+    for row in range(len(questions)):
+        assert alignment(got, row) == alignment(expected, row)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=stable_text, pair=st.one_of(st.none(), stable_text))
+def test_fuzzed_offsets_match(text, pair):
+    expected = reference()(text, pair, return_offsets_mapping=True)
+    got = ours()(text, pair, return_offsets_mapping=True)
+    assert got["input_ids"] == expected["input_ids"]
+    assert alignment(got) == alignment(expected)
+
+
+def test_offsets_point_back_into_the_text_and_tensors():
+    text = "Héllo, naïve wörld: unaffable!"
+    encoding = ours()(text, return_offsets_mapping=True)
+    pieces = [text[start:end] for start, end in encoding["offset_mapping"][1:-1]]
+    assert pieces == ["Héllo", ",", "naïve", "wörld", ":", "una", "ffa", "ble", "!"]
+    batch = ours()([text, "short"], padding=True, return_tensors="pt", return_offsets_mapping=True)
+    assert batch["offset_mapping"].shape == (2, batch["input_ids"].shape[1], 2)
+    assert batch.word_ids(1)[-1] is None  # padding has no word
+    with pytest.raises(ValueError, match="return_offsets_mapping=True"):
+        ours()(text).word_ids()
