@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import os
 import tempfile
 import unicodedata
@@ -769,21 +770,28 @@ class BertTokenizer:
 # are merged into one new vocabulary entry, until the vocabulary is full.
 #
 # Which pair to merge? BPE takes the most frequent pair. WordPiece (Schuster &
-# Nakajima 2012, the algorithm behind BERT's vocabulary) takes the pair that
-# most increases the likelihood of the corpus under a unigram model of the
-# symbols, which comes down to
+# Nakajima 2012, the algorithm behind BERT's vocabulary) takes the pair whose
+# merge most increases the likelihood of the corpus under a unigram model of
+# the symbols. To first order that gain is
 #
-#     score(a, b) = count(ab) / (count(a) * count(b))
+#     score(a, b) = count(ab) * log(count(ab) * N / (count(a) * count(b)))
 #
 # with every count summed over the words, weighted by how often each word
-# occurs. A pair scores high when its parts rarely occur apart: "##g ##s" in
-# "hugs" beats the more frequent "##u ##g" because "##u" is everywhere.
+# occurs, and N the number of symbols in the corpus (taken at the start of
+# training; it shrinks slowly, and a fixed N keeps a pair's score fixed until
+# its own counts change). The log is the pair's pointwise mutual information:
+# how much more often a and b meet than chance predicts. Weighting it by
+# count(ab) prefers pairs that are both strongly associated and frequent.
+# Tutorials often drop the weight and rank by count(ab) / (count(a) * count(b))
+# alone; that ratio favours pairs of rare symbols (on the course's corpus its
+# 8,000-token vocabulary lacks even "the"), which the tokenization chapter shows.
 #
 # After a merge only the words that contain the pair change, so the counts are
 # updated for those words alone, and a heap finds the best pair without
 # rescoring every pair at every step.
 
 CONTINUATION = "##"  # marks a piece that continues a word: "hugs" -> hug ##s
+MERGE_RULES = ("likelihood", "ratio")
 
 Pair = tuple[str, str]
 
@@ -796,7 +804,7 @@ class Merge:
     right: str
     token: str
     count: int  # how often the pair occurred, weighted by word frequency
-    score: float  # count / (count(left) * count(right))
+    score: float  # the likelihood gain: count * log(count * N / (count(left) * count(right)))
 
 
 # ----------------------------------------------------------------------------
@@ -879,7 +887,12 @@ class PairStatistics:
     pairs_with_symbol[s]   the pairs s is part of: their scores change when count(s) does
     """
 
-    def __init__(self, word_counts: dict[str, int]):
+    def __init__(self, word_counts: dict[str, int], rule: str = "likelihood"):
+        if rule not in MERGE_RULES:
+            raise ValueError(
+                f"Unknown merge rule {rule!r}; choose one of {', '.join(MERGE_RULES)}."
+            )
+        self.rule = rule
         self.splits = [split_word(word) for word in word_counts]
         self.frequencies = list(word_counts.values())
         self.symbol_counts: Counter[str] = Counter()
@@ -890,10 +903,19 @@ class PairStatistics:
             self._count(symbols, self.frequencies[word_id])
             for pair in adjacent_pairs(symbols):
                 self._index(pair, word_id)
+        self.total_symbols = sum(self.symbol_counts.values())  # N in the score
 
     def score(self, pair: Pair) -> float:
+        """The gain in log-likelihood from merging the pair (to first order; see above).
+
+        With rule="ratio", the tutorial form count(ab) / (count(a) * count(b)) instead.
+        """
         left, right = pair
-        return self.pair_counts[pair] / (self.symbol_counts[left] * self.symbol_counts[right])
+        count = self.pair_counts[pair]
+        if self.rule == "ratio":
+            return count / (self.symbol_counts[left] * self.symbol_counts[right])
+        chance = self.symbol_counts[left] * self.symbol_counts[right] / self.total_symbols
+        return count * math.log(count / chance)
 
     def merge(self, pair: Pair) -> set[Pair]:
         """Merge `pair` in every word that has it; return the pairs whose score may have changed."""
@@ -938,7 +960,9 @@ class PairStatistics:
         self.pairs_with_symbol[pair[1]].discard(pair)
 
 
-def wordpiece_merges(word_counts: dict[str, int], min_frequency: int = 2) -> Iterator[Merge]:
+def wordpiece_merges(
+    word_counts: dict[str, int], min_frequency: int = 2, rule: str = "likelihood"
+) -> Iterator[Merge]:
     """The merges in training order, each the pair with the best score at that moment.
 
     The heap holds (-score, left, right): the best score pops first, and among
@@ -947,7 +971,7 @@ def wordpiece_merges(word_counts: dict[str, int], min_frequency: int = 2) -> Ite
     new score, and an entry whose score is no longer the pair's score is stale
     and skipped when it pops.
     """
-    statistics = PairStatistics(word_counts)
+    statistics = PairStatistics(word_counts, rule)
 
     def entry(pair: Pair) -> tuple[float, str, str]:
         return (-statistics.score(pair), *pair)
@@ -986,8 +1010,12 @@ def train_wordpiece(
     do_lower_case: bool = True,
     limit_alphabet: int | None = 1000,
     show_progress: bool = False,
+    rule: str = "likelihood",
 ) -> list[str]:
     """A WordPiece vocabulary of `vocab_size` tokens learnt from `texts` (fewer if the pairs run out).
+
+    rule: "likelihood" (the likelihood gain, see above) or "ratio" (the tutorial
+    shortcut count(ab) / (count(a) count(b)), kept to show why it is not enough).
 
     The list holds the special tokens first (in order), then the alphabet
     (every kept character as `c` and `##c`, sorted), then the merged tokens in
@@ -1021,7 +1049,7 @@ def train_wordpiece(
     with tqdm(
         total=vocab_size, initial=len(vocab), desc="WordPiece", disable=not show_progress
     ) as progress:
-        merges = wordpiece_merges(word_counts, min_frequency)
+        merges = wordpiece_merges(word_counts, min_frequency, rule)
         while len(vocab) < vocab_size:
             merge = next(merges, None)
             if merge is None:

@@ -1,5 +1,6 @@
 """WordPiece training from scratch: the merge rule by hand, the vocabulary, and the `tokenizers` trainer."""
 
+import math
 import os
 from itertools import islice, pairwise
 
@@ -22,6 +23,9 @@ from bertcourse.tokenization import (
 
 # The classic example: each word with its frequency.
 HUG_COUNTS = {"hug": 10, "pug": 5, "pun": 12, "bun": 4, "hugs": 5}
+# A corpus where three rules disagree: BPE merges one of the most frequent pairs (count 30),
+# the bare ratio count(ab) / (count(a) count(b)) the rare "q ##z", the likelihood gain "r ##s".
+THREE_RULES = {"te": 30, "ta": 30, "be": 30, "rs": 20, "qz": 2}
 HUG_TEXT = " ".join(" ".join([word] * count) for word, count in HUG_COUNTS.items())
 
 SENTENCES = [
@@ -81,6 +85,7 @@ SENTENCES = [
 def naive_merges(word_counts, min_frequency=1):
     """The merge rule written the slow way: rescore every pair of every word at every step."""
     splits = {word: split_word(word) for word in word_counts}
+    total = sum(len(symbols) * word_counts[word] for word, symbols in splits.items())
     while True:
         symbol_counts, pair_counts = {}, {}
         for word, symbols in splits.items():
@@ -88,8 +93,11 @@ def naive_merges(word_counts, min_frequency=1):
                 symbol_counts[symbol] = symbol_counts.get(symbol, 0) + word_counts[word]
             for pair in pairwise(symbols):
                 pair_counts[pair] = pair_counts.get(pair, 0) + word_counts[word]
+        chance = {  # how often the pair would meet if symbols were independent
+            pair: symbol_counts[pair[0]] * symbol_counts[pair[1]] / total for pair in pair_counts
+        }
         scores = {
-            pair: count / (symbol_counts[pair[0]] * symbol_counts[pair[1]])
+            pair: count * math.log(count / chance[pair])
             for pair, count in pair_counts.items()
             if count >= min_frequency
         }
@@ -112,26 +120,37 @@ def test_words_start_as_characters_with_continuation_marks():
     assert merge_pair(["h", "##u"], "h", "##u") == ["hu"]
 
 
-def test_first_merge_by_hand_is_the_likeliest_pair_not_the_most_frequent():
+def test_first_merge_by_hand():
     statistics = PairStatistics(HUG_COUNTS)
-    # count(##u) = 10 + 5 + 12 + 4 + 5 = 36, count(##g) = 10 + 5 + 5 = 20, count(##s) = 5
-    assert statistics.symbol_counts["##u"] == 36
-    assert statistics.symbol_counts["##g"] == 20
-    most_frequent = max(statistics.pair_counts, key=statistics.pair_counts.__getitem__)
-    assert most_frequent == ("##u", "##g") and statistics.pair_counts[most_frequent] == 20
-
-    assert statistics.score(("##g", "##s")) == pytest.approx(5 / (20 * 5))  # 1/20
-    assert statistics.score(("##u", "##g")) == pytest.approx(20 / (36 * 20))  # 1/36
-    assert statistics.score(("##u", "##n")) == pytest.approx(16 / (36 * 16))  # 1/36
-    assert statistics.score(("h", "##u")) == pytest.approx(15 / (15 * 36))  # 1/36
-    best = max(statistics.pair_counts, key=statistics.score)
-    assert best == ("##g", "##s")
-
+    # count(##u) = 10 + 5 + 12 + 4 + 5 = 36, count(##g) = 10 + 5 + 5 = 20, N = 113 symbols
+    assert statistics.symbol_counts["##u"] == 36 and statistics.symbol_counts["##g"] == 20
+    assert statistics.total_symbols == 3 * 10 + 3 * 5 + 3 * 12 + 3 * 4 + 4 * 5 == 113
+    assert statistics.score(("##u", "##g")) == pytest.approx(20 * math.log(20 * 113 / (36 * 20)))
+    assert statistics.score(("##g", "##s")) == pytest.approx(5 * math.log(5 * 113 / (20 * 5)))
+    assert statistics.score(("h", "##u")) == pytest.approx(15 * math.log(15 * 113 / (15 * 36)))
     first = next(wordpiece_merges(HUG_COUNTS, min_frequency=1))
-    assert (first.left, first.right, first.token) == ("##g", "##s", "##gs")
-    assert first.count == 5 and first.score == pytest.approx(1 / 20)
-    # BPE would have merged the most frequent pair instead.
-    assert first.token != "##ug"
+    assert (first.left, first.right, first.token, first.count) == ("##u", "##g", "##ug", 20)
+
+
+def test_the_likelihood_gain_is_neither_frequency_nor_the_bare_ratio():
+    statistics = PairStatistics(THREE_RULES)
+    pairs = list(statistics.pair_counts)
+    most_frequent = max(statistics.pair_counts.values())
+    ratio = {
+        p: statistics.pair_counts[p]
+        / (statistics.symbol_counts[p[0]] * statistics.symbol_counts[p[1]])
+        for p in pairs
+    }
+    assert most_frequent == 30 and statistics.pair_counts[("r", "##s")] == 20
+    assert max(pairs, key=ratio.__getitem__) == ("q", "##z")  # rare parts, always together
+    assert max(pairs, key=statistics.score) == ("r", "##s")  # associated and frequent
+    assert statistics.score(("r", "##s")) == pytest.approx(20 * math.log(20 * 224 / (20 * 20)))
+    first = next(wordpiece_merges(THREE_RULES, min_frequency=1))
+    assert first.token == "rs" and first.count == 20
+    first_by_ratio = next(wordpiece_merges(THREE_RULES, min_frequency=1, rule="ratio"))
+    assert first_by_ratio.token == "qz" and first_by_ratio.score == pytest.approx(2 / (2 * 2))
+    with pytest.raises(ValueError, match="Unknown merge rule"):
+        PairStatistics(THREE_RULES, rule="bpe")
 
 
 def test_trained_vocabulary_starts_its_merges_with_the_hand_computed_one():
@@ -142,7 +161,7 @@ def test_trained_vocabulary_starts_its_merges_with_the_hand_computed_one():
     assert vocab[: len(SPECIAL_TOKENS)] == list(SPECIAL_TOKENS)
     assert vocab[len(SPECIAL_TOKENS) : len(SPECIAL_TOKENS) + len(alphabet)] == alphabet
     merged = vocab[len(SPECIAL_TOKENS) + len(alphabet) :]
-    assert merged[0] == "##gs"
+    assert merged[0] == "##ug"
     assert {"hug", "pug", "pun", "bun", "hugs"} <= set(merged)
 
 
@@ -216,14 +235,14 @@ def test_lower_casing_is_optional():
 
 
 def test_saved_vocabulary_loads_in_bert_tokenizer(tmp_path):
-    vocab = train_wordpiece(SENTENCES, vocab_size=400)
+    vocab = train_wordpiece(SENTENCES, vocab_size=300)
     path = save_vocab(vocab, tmp_path / "vocab.txt")
     assert path == tmp_path / "vocab.txt"
     assert path.read_text(encoding="utf-8").splitlines() == vocab
     assert os.listdir(tmp_path) == ["vocab.txt"]  # no temporary file left behind
 
     tokenizer = BertTokenizer(path)
-    assert len(tokenizer) == len(vocab) == 400
+    assert len(tokenizer) == len(vocab) == 300
     text = " ".join(SENTENCES)
     tokens = tokenizer.tokenize(text)
     assert "[UNK]" not in tokens
