@@ -1,6 +1,7 @@
 # BERT from Scratch. Every target creates .venv first if it is missing.
 #   make book      build the Jupyter Book (executes the notebooks) -> _build/html/index.html
 #   make test      lint, unit + parity tests, notebooks (nbval), book build with warnings as errors
+#   make student   the student edition: solutions replaced by stubs -> student/notebooks
 #   make bench     throughput of our BertModel vs transformers (BENCH_ARGS="--size base ...")
 #   make clean     remove build outputs (keeps .venv)
 #
@@ -18,7 +19,7 @@ BOOK_FLAGS ?= --warningiserror --keep-going
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED = 0
 
-.PHONY: venv book test test-package test-notebooks lint bench clean distclean
+.PHONY: venv book test test-package test-notebooks lint bench student clean distclean
 
 venv: $(VENV)/.installed
 
@@ -54,6 +55,9 @@ test-notebooks: venv
 
 test: lint test-package test-notebooks
 	$(MAKE) book PROFILE=ci
+
+student: venv
+	$(PY) -m bertcourse.student --out student/notebooks
 
 bench: venv
 	$(PY) -m bertcourse.bench $(BENCH_ARGS)

@@ -1,0 +1,1940 @@
+"""Checkers for the coding exercises: they grade a learner's function like a teaching assistant.
+
+A bare `assert` tells a learner *that* something is wrong. A checker tells
+them *where* and *probably why*: it runs their function on a series of
+seeded cases (random shapes, padding masks, a single token, a fully padded
+row, odd head counts, float64), compares each answer with the package's
+reference, and stops at the first case that fails with
+
+* the case ("case 3 of 8: batch 2, 3 heads, length 6, with padding"),
+* what was expected and what came back (both shapes, or the largest error
+  and where it is),
+* a HINT. To find it, the checker replays the mistakes learners commonly
+  make (unscaled scores, mask ignored, softmax over the wrong axis, ...) on
+  the same input; if one of them reproduces the learner's answer, its hint
+  is the diagnosis. Otherwise a hint from the symptom (NaN, rows that do not
+  sum to 1, ...).
+
+On success a checker prints one line, "✓ check_attention: all 8 cases
+passed", and returns True. On failure it raises `ExerciseFailed`, an
+`AssertionError` (so nbval and pytest fail as usual) whose
+`_render_traceback_` makes Jupyter show the message instead of a traceback.
+
+`checking` gives the same behaviour to an exercise's own asserts:
+
+    with checking("attention_without_head"):
+        assert ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import json
+import linecache
+import math
+import os
+import sysconfig
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .attention import MultiHeadSelfAttention, scaled_dot_product_attention
+from .config import BertConfig
+
+__all__ = [
+    "ExerciseFailed",
+    "check_attention",
+    "check_blockwise_attention",
+    "check_causal_attention",
+    "check_gelu",
+    "check_layer_norm",
+    "check_mean_pooling",
+    "check_merge_heads",
+    "check_multi_head_attention",
+    "check_parameter_count",
+    "check_softmax",
+    "check_split_heads",
+    "check_strongest_sep_heads",
+    "check_wordpiece",
+    "checking",
+]
+
+
+class ExerciseFailed(AssertionError):
+    """A failed exercise check, carrying a short message meant for the learner.
+
+    IPython calls `_render_traceback_` instead of printing the traceback, so
+    in Jupyter the learner sees only the message: the traceback would point
+    into this module, which is not where their bug is. Plain Python shows
+    the usual exception.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def _render_traceback_(self) -> list[str]:
+        return self.message.splitlines()
+
+
+# ----------------------------------------------------------------------------
+# The machinery every checker shares
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One input to try: a description for the message, the arguments, the reference answer."""
+
+    description: str
+    args: tuple
+    expected: Any
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A common wrong implementation: if it reproduces the learner's answer, `hint` explains it."""
+
+    hint: str
+    compute: Callable[..., Any]
+
+
+@dataclass
+class Problem:
+    """How an answer differs from the expected one: lines for the message, an optional hint."""
+
+    lines: list[str]
+    hint: str | None = None
+    nonfinite: bool = False  # NaN or inf where a number was expected: a symptom with its own hints
+
+
+Comparison = Callable[[Any, Any], "Problem | None"]
+
+DEFAULT_HINT = "run your function on this case by hand and compare each step with the chapter."
+
+_LIBRARY_DIRS = tuple(
+    os.path.realpath(path)
+    for path in {
+        os.path.dirname(torch.__file__),
+        os.path.dirname(os.path.abspath(__file__)),
+        os.path.dirname(contextlib.__file__),
+        sysconfig.get_paths()["purelib"],
+        sysconfig.get_paths()["platlib"],
+    }
+)
+
+
+def _is_library_file(filename: str) -> bool:
+    path = os.path.realpath(filename)
+    return any(path.startswith(directory + os.sep) for directory in _LIBRARY_DIRS)
+
+
+def _learner_frame(error: BaseException):
+    """The innermost traceback frame in the learner's code (not torch, not this package)."""
+    frame = None
+    traceback = error.__traceback__
+    while traceback is not None:
+        if not _is_library_file(traceback.tb_frame.f_code.co_filename):
+            frame = traceback
+        traceback = traceback.tb_next
+    return frame
+
+
+def _location(error: BaseException, function_name: str | None = None) -> str:
+    """Where in the learner's code: ' at line 3' (in function_name), ' in causal_mask, line 3', ''."""
+    frame = _learner_frame(error)
+    if frame is None:
+        return ""
+    name = frame.tb_frame.f_code.co_name
+    if name == function_name or name.startswith("<"):
+        return f" at line {frame.tb_lineno}"
+    return f" in {name}, line {frame.tb_lineno}"
+
+
+def _is_stub(error: NotImplementedError) -> bool:
+    """Raised by the learner (a stub not yet replaced), not by a torch operator."""
+    if not error.args:
+        return True
+    innermost = error.__traceback__
+    while innermost is not None and innermost.tb_next is not None:
+        innermost = innermost.tb_next
+    return innermost is None or not _is_library_file(innermost.tb_frame.f_code.co_filename)
+
+
+def _not_implemented(error: NotImplementedError, fallback_name: str) -> ExerciseFailed:
+    frame = _learner_frame(error)
+    name = frame.tb_frame.f_code.co_name if frame is not None else fallback_name
+    if name.startswith("<"):
+        name = fallback_name
+    return ExerciseFailed(
+        f"Not implemented yet: replace the `raise NotImplementedError` in {name} with your code, "
+        "then run this cell again."
+    )
+
+
+def _first_line(error: BaseException, limit: int = 160) -> str:
+    text = str(error).strip().splitlines()
+    line = text[0] if text else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _exception_hint(error: BaseException) -> str:
+    message = str(error)
+    if "view size is not compatible" in message:
+        return (
+            "after a transpose the tensor is no longer contiguous in memory: use reshape "
+            "(or .contiguous().view) instead of view."
+        )
+    if "must match the size" in message or "cannot be multiplied" in message:
+        return (
+            "two tensors' shapes do not fit: print the shape of each intermediate tensor "
+            "(a sum or max without keepdim=True drops an axis)."
+        )
+    if "operator.invert" in message:
+        return (
+            "~ inverts bool tensors only: a float mask is added to the scores as it is; "
+            "only a bool mask needs converting."
+        )
+    if isinstance(error, TypeError) and "argument" in message:
+        return (
+            "the checker calls your function with the arguments the exercise describes; "
+            "optional ones need a default (e.g. attention_mask=None)."
+        )
+    return "run your function on this case and print the shapes of the intermediate tensors."
+
+
+def _clone(value: Any) -> Any:
+    """A fresh copy for every call, so that in-place edits by the learner cannot leak between cases."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, torch.nn.Module):
+        return copy.deepcopy(value)
+    if isinstance(value, tuple):
+        return tuple(_clone(v) for v in value)
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    return value
+
+
+def _call(fn: Callable, case: Case) -> Any:
+    with torch.no_grad():
+        return fn(*_clone(case.args), **_clone(case.kwargs))
+
+
+def _header(check_name: str, where: str) -> str:
+    return f"✗ {check_name}: {where}"
+
+
+def _run_cases(
+    check_name: str,
+    fn: Callable,
+    cases: Sequence[Case],
+    compare: Comparison,
+    mistakes: Sequence[Mistake] = (),
+    default_hint: str = DEFAULT_HINT,
+) -> bool:
+    """Try every case; on the first failure raise ExerciseFailed with the best hint available."""
+    if not callable(fn):
+        raise ExerciseFailed(
+            f"✗ {check_name} expects your function itself, e.g. {check_name}(my_function), "
+            f"got {type(fn).__name__}."
+        )
+    name = getattr(fn, "__name__", "your function")
+    for number, case in enumerate(cases, 1):
+        where = f"case {number} of {len(cases)}: {case.description}"
+        try:
+            got = _call(fn, case)
+        except ExerciseFailed:
+            raise
+        except NotImplementedError as error:
+            if _is_stub(error):
+                raise _not_implemented(error, name) from None
+            raise _raised(check_name, where, name, error) from None
+        except Exception as error:  # the learner's code failed: name the case and the error
+            raise _raised(check_name, where, name, error) from None
+        try:
+            problem = compare(case.expected, got)
+        except Exception as error:  # an answer too strange to compare
+            problem = Problem([f"could not compare your answer: {_first_line(error)}"])
+        if problem is None:
+            continue
+        hint = (
+            _known_mistake(fn, cases, number - 1, got, compare, mistakes)
+            or problem.hint
+            or default_hint
+        )
+        lines = "\n".join(f"  {line}" for line in problem.lines)
+        raise ExerciseFailed(f"{_header(check_name, where)}\n{lines}\nHINT: {hint}")
+    print(f"✓ {check_name}: all {len(cases)} cases passed")
+    return True
+
+
+def _raised(check_name: str, where: str, name: str, error: Exception) -> ExerciseFailed:
+    return ExerciseFailed(
+        f"{_header(check_name, where)}\n"
+        f"  {name} raised {type(error).__name__}{_location(error, name)}: {_first_line(error)}\n"
+        f"HINT: {_exception_hint(error)}"
+    )
+
+
+def _known_mistake(
+    fn: Callable,
+    cases: Sequence[Case],
+    failing: int,
+    got: Any,
+    compare: Comparison,
+    mistakes: Sequence[Mistake],
+) -> str | None:
+    """The hint of the common mistake that reproduces the learner's answers.
+
+    Candidates must reproduce the failing case; where several do (two
+    mistakes can coincide on one input), the one that also reproduces the
+    learner's answers on the other cases wins.
+    """
+
+    def reproduces(mistake: Mistake, case: Case, answer: Any) -> bool:
+        try:
+            return compare(_call(mistake.compute, case), answer) is None
+        except Exception:  # this mistake cannot even run on this case
+            return False
+
+    candidates = [m for m in mistakes if reproduces(m, cases[failing], got)]
+    if len(candidates) <= 1:
+        return candidates[0].hint if candidates else None
+    answers = {}
+    for index, case in enumerate(cases):
+        if index != failing:
+            try:
+                answers[index] = _call(fn, case)
+            except Exception:  # the learner's function fails here: no evidence either way
+                continue
+    for mistake in candidates:
+        if all(reproduces(mistake, cases[i], answer) for i, answer in answers.items()):
+            return mistake.hint
+    return candidates[0].hint
+
+
+# ----------------------------------------------------------------------------
+# Comparing answers
+# ----------------------------------------------------------------------------
+
+
+def _tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(atol, rtol): float32 allows for a different order of operations, float64 is strict."""
+    if dtype == torch.float64:
+        return 1e-10, 1e-8
+    return 1e-5, 1e-5
+
+
+def _fmt_shape(shape: Sequence[int]) -> str:
+    return str(tuple(shape))
+
+
+def _fmt_index(index: Sequence[int]) -> str:
+    """As you would index the tensor: [1, 0, 3]."""
+    return "[" + ", ".join(str(i) for i in index) + "]"
+
+
+def _compare_tensor(
+    expected: torch.Tensor,
+    got: Any,
+    what: str = "output",
+    shape_hint: Callable[[torch.Size, torch.Size], str | None] | None = None,
+) -> Problem | None:
+    if not isinstance(got, torch.Tensor):
+        return Problem(
+            [
+                f"expected the {what} as a tensor of shape {_fmt_shape(expected.shape)}, got a "
+                f"{type(got).__name__}"
+            ],
+            f"return the {what} tensor itself.",
+        )
+    if got.shape != expected.shape:
+        hint = shape_hint(expected.shape, got.shape) if shape_hint else None
+        return Problem(
+            [
+                f"{what} has the wrong shape: expected {_fmt_shape(expected.shape)}, "
+                f"got {_fmt_shape(got.shape)}"
+            ],
+            hint or "wrong shape: check which axes you reshape, transpose or reduce.",
+        )
+    if got.dtype != expected.dtype:
+        return Problem(
+            [f"{what} has dtype {got.dtype}, expected {expected.dtype}"],
+            "the dtype changed on the way: create new tensors with the input's dtype "
+            "(torch.zeros_like, torch.full(..., dtype=x.dtype)).",
+        )
+    atol, rtol = _tolerance(expected.dtype)
+    got_detached, expected_detached = got.detach().cpu(), expected.detach().cpu()
+    close = torch.isclose(got_detached, expected_detached, rtol=rtol, atol=atol, equal_nan=True)
+    if bool(close.all()):
+        return None
+    bad_finite = ~torch.isfinite(got_detached) & torch.isfinite(expected_detached)
+    if bool(bad_finite.any()):
+        index = [int(i) for i in bad_finite.nonzero()[0]]
+        return Problem(
+            [
+                f"{what} contains NaN or inf at {_fmt_index(index)} (and "
+                f"{int(bad_finite.sum())} places in all) where a finite number was expected"
+            ],
+            nonfinite=True,
+        )
+    error = (got_detached - expected_detached).abs().nan_to_num(nan=math.inf)
+    index = [int(i) for i in (error == error.max()).nonzero()[0]]
+    return Problem(
+        [
+            f"{what} values differ: max abs error {error.max().item():.3g} at "
+            f"{_fmt_index(index)}: expected {expected_detached[tuple(index)].item():.6g}, "
+            f"got {got_detached[tuple(index)].item():.6g}"
+        ]
+    )
+
+
+def _tensor_comparison(
+    what: str = "output",
+    shape_hint: Callable[[torch.Size, torch.Size], str | None] | None = None,
+    nan_hint: str | None = None,
+) -> Comparison:
+    def compare(expected: Any, got: Any) -> Problem | None:
+        problem = _compare_tensor(expected, got, what, shape_hint)
+        if problem is not None and problem.hint is None and problem.nonfinite:
+            problem.hint = nan_hint
+        return problem
+
+    return compare
+
+
+def _rows_sum_to_one(probs: Any) -> bool:
+    if not isinstance(probs, torch.Tensor) or not probs.is_floating_point():
+        return True
+    sums = probs.detach().sum(-1)
+    return bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-4))
+
+
+def _compare_output_and_probs(nan_hint: str) -> Comparison:
+    """For functions that may return `output` or `(output, attention_probs)`."""
+
+    def compare(expected: Any, got: Any) -> Problem | None:
+        expected_output, expected_probs = expected
+        got_output, got_probs = got, None
+        if isinstance(got, (tuple, list)):
+            if len(got) not in (1, 2):
+                return Problem(
+                    [f"expected output or (output, probs), got {len(got)} values"],
+                    "return the output, or the pair (output, attention_probs).",
+                )
+            got_output, got_probs = got[0], (got[1] if len(got) == 2 else None)
+        problem = _compare_tensor(expected_output, got_output, "output", _attention_shape_hint)
+        if problem is None and got_probs is not None:
+            problem = _compare_tensor(expected_probs, got_probs, "attention probabilities")
+            if problem is not None and problem.hint is None:  # the output is right, the probs not
+                problem.hint = (
+                    "the second value must be the attention probabilities that multiplied V: "
+                    "after the mask and the softmax, each row summing to 1."
+                )
+        if problem is not None and problem.hint is None:
+            if problem.nonfinite:
+                problem.hint = nan_hint
+            elif not _rows_sum_to_one(got_probs):
+                problem.hint = _WRONG_AXIS
+        return problem
+
+    return compare
+
+
+def _attention_shape_hint(expected: torch.Size, got: torch.Size) -> str:
+    if len(got) == len(expected) >= 2 and tuple(got[-2:]) == tuple(expected[-2:])[::-1]:
+        return "the last two axes are swapped: the output is (..., L_q, d_v) = probs @ value."
+    return "the output has shape (..., L_q, d_v): one blended value of width d_v per query."
+
+
+# ----------------------------------------------------------------------------
+# Attention (chapter: attention)
+# ----------------------------------------------------------------------------
+
+
+def _random(generator: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32):
+    return torch.randn(*shape, generator=generator, dtype=dtype)
+
+
+def _padding_mask(lengths: Sequence[int], length: int) -> torch.Tensor:
+    """(B, 1, 1, T) bool, True at the real tokens (keys that may be attended to)."""
+    real = torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
+    return real[:, None, None, :]
+
+
+def _to_additive(mask: torch.Tensor, dtype: torch.dtype, blocked: float | None = None):
+    fill = torch.finfo(dtype).min if blocked is None else blocked
+    return torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, fill)
+
+
+def _attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    divide_by: str = "sqrt",
+    mask_mode: str = "add",
+    softmax_dim: int = -1,
+    scores_transposed: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference attention, or one of the classic mistakes (chosen by the keywords)."""
+    d_k = query.shape[-1]
+    scores = key @ query.transpose(-2, -1) if scores_transposed else query @ key.transpose(-2, -1)
+    scores = {"sqrt": scores / math.sqrt(d_k), "d_k": scores / d_k, "none": scores}[divide_by]
+    after_softmax = None
+    if attention_mask is not None and mask_mode != "ignore":
+        mask = attention_mask
+        if mask.dtype == torch.bool:
+            if mask_mode == "invert":
+                mask = ~mask
+            if mask_mode == "after_softmax":
+                after_softmax = mask.to(scores.dtype)
+            else:
+                blocked = float("-inf") if mask_mode == "minus_inf" else None
+                scores = scores + _to_additive(mask, scores.dtype, blocked)
+        elif mask_mode == "float_as_bool":  # 0 / min read as "False = blocked / True = allowed"
+            scores = scores + _to_additive(mask.bool(), scores.dtype)
+        elif mask_mode == "after_softmax":
+            after_softmax = (mask == 0).to(scores.dtype)
+        else:
+            scores = scores + mask
+    probs = scores.softmax(dim=softmax_dim)
+    if after_softmax is not None:
+        probs = probs * after_softmax
+    return probs @ value, probs
+
+
+def _mistake(hint: str, **variant: Any) -> Mistake:
+    return Mistake(
+        hint, lambda q, k, v, attention_mask=None: _attention(q, k, v, attention_mask, **variant)
+    )
+
+
+_UNSCALED = "the scores look unscaled: divide Q Kᵀ by sqrt(d_k) before the softmax."
+_DIVIDED_BY_DK = "the scores are divided by d_k: divide by sqrt(d_k), its square root."
+_MASK_IGNORED = "padded keys receive attention: apply the mask to the scores before the softmax."
+_MASK_INVERTED = (
+    "the mask is inverted: in a bool mask True means the query *may* attend to that key "
+    "(as in torch.nn.functional.scaled_dot_product_attention)."
+)
+_MASK_AFTER_SOFTMAX = (
+    "zeroing probabilities after the softmax leaves rows that do not sum to 1: apply the mask "
+    "to the scores, before the softmax."
+)
+_WRONG_AXIS = "rows do not sum to 1: softmax over the last dimension (keys), dim=-1."
+_SCORES_TRANSPOSED = "scores must be query @ key.transpose(-2, -1): (L_q, L_k), one row per query."
+_MINUS_INF = (
+    "NaN: a row whose keys are all masked gets -inf everywhere, and softmax of all -inf is NaN. "
+    "Use torch.finfo(dtype).min, the most negative finite number, as in the chapter."
+)
+_FLOAT_AS_BOOL = (
+    "a float mask is *added* to the scores (0 where allowed, a large negative number where "
+    "blocked); only a bool mask means True = may attend."
+)
+
+
+def check_attention(fn: Callable) -> bool:
+    """Grade `fn(query, key, value, attention_mask=None)` -> output, or (output, attention_probs).
+
+    query (..., L_q, d_k), key (..., L_k, d_k), value (..., L_k, d_v). The mask
+    is broadcastable to (..., L_q, L_k): bool with True where a query may
+    attend, or float, added to the scores. Reference:
+    `bertcourse.attention.scaled_dot_product_attention` (a fully masked row
+    becomes a uniform average, thanks to `torch.finfo(dtype).min`).
+    """
+    g = torch.Generator().manual_seed(2)
+    cases = []
+
+    def add(description, query, key, value, mask=None):
+        kwargs = {} if mask is None else {"attention_mask": mask}
+        expected = scaled_dot_product_attention(query, key, value, mask)
+        cases.append(Case(description, (query, key, value), expected, kwargs))
+
+    add(
+        "one head, 5 queries, 7 keys, d_k 8, d_v 3, no mask",
+        _random(g, 5, 8),
+        _random(g, 7, 8),
+        _random(g, 7, 3),
+    )
+    add("batch 2, 3 heads, length 5, d_k 4, no mask", *_random(g, 3, 2, 3, 5, 4).unbind(0))
+    add(
+        "batch 2, 3 heads, length 6, with padding (bool mask (B, 1, 1, T))",
+        *_random(g, 3, 2, 3, 6, 4).unbind(0),
+        _padding_mask([6, 3], 6),
+    )
+    float_mask = _random(g, 3, 1, 1, 5) + _to_additive(_padding_mask([5, 2, 4], 5), torch.float32)
+    add(
+        "batch 3, 2 heads, length 5, float mask added to the scores (biases and padding)",
+        *_random(g, 3, 3, 2, 5, 8).unbind(0),
+        float_mask,
+    )
+    add(
+        "bool mask of shape (T, T) (causal), broadcast over batch 2 and 2 heads",
+        *_random(g, 3, 2, 2, 4, 6).unbind(0),
+        torch.ones(4, 4, dtype=torch.bool).tril(),
+    )
+    add(
+        "batch 2, 1 head, length 1 (a single token), bool mask",
+        *_random(g, 3, 2, 1, 1, 4).unbind(0),
+        _padding_mask([1, 1], 1),
+    )
+    add(
+        "batch 2, 2 heads, length 5, the second sequence fully padded (bool mask)",
+        *_random(g, 3, 2, 2, 5, 4).unbind(0),
+        _padding_mask([4, 0], 5),
+    )
+    add(
+        "float64, batch 2, 4 heads, length 6, with padding (bool mask)",
+        *_random(g, 3, 2, 4, 6, 8, dtype=torch.float64).unbind(0),
+        _padding_mask([6, 2], 6),
+    )
+
+    mistakes = [
+        _mistake(_UNSCALED, divide_by="none"),
+        _mistake(_DIVIDED_BY_DK, divide_by="d_k"),
+        _mistake(_MASK_IGNORED, mask_mode="ignore"),
+        _mistake(_MASK_INVERTED, mask_mode="invert"),
+        _mistake(_MASK_AFTER_SOFTMAX, mask_mode="after_softmax"),
+        _mistake(_WRONG_AXIS, softmax_dim=-2),
+        _mistake(_SCORES_TRANSPOSED, scores_transposed=True),
+        _mistake(_FLOAT_AS_BOOL, mask_mode="float_as_bool"),
+        _mistake(_MINUS_INF, mask_mode="minus_inf"),
+    ]
+    return _run_cases(
+        "check_attention",
+        fn,
+        cases,
+        _compare_output_and_probs(_MINUS_INF),
+        mistakes,
+        "compare each step with softmax(Q Kᵀ / √d_k + mask) V on this case's shapes.",
+    )
+
+
+def _causal(length: int) -> torch.Tensor:
+    return torch.ones(length, length, dtype=torch.bool).tril()
+
+
+def check_causal_attention(fn: Callable) -> bool:
+    """Grade `fn(query, key, value)` -> output (..., T, d_v), or (output, attention_probs).
+
+    Causal self-attention: query i may attend to keys j <= i only. The
+    reference is torch's `scaled_dot_product_attention(..., is_causal=True)`.
+    """
+    g = torch.Generator().manual_seed(3)
+    cases = []
+
+    def add(description, query, key, value):
+        expected = scaled_dot_product_attention(query, key, value, _causal(query.shape[-2]))
+        cases.append(Case(description, (query, key, value), expected))
+
+    add("one head, length 6, d_k 4", *_random(g, 3, 6, 4).unbind(0))
+    add("batch 2, 3 heads, length 9, d_k 8", *_random(g, 3, 2, 3, 9, 8).unbind(0))
+    add("batch 1, 1 head, length 1 (a single token)", *_random(g, 3, 1, 1, 1, 4).unbind(0))
+    add("batch 2, 2 heads, length 2", *_random(g, 3, 2, 2, 2, 4).unbind(0))
+    add(
+        "batch 2, 3 heads, length 5, d_k 4, d_v 6",
+        *_random(g, 2, 2, 3, 5, 4).unbind(0),
+        _random(g, 2, 3, 5, 6),
+    )
+    add(
+        "float64, batch 2, 2 heads, length 7",
+        *_random(g, 3, 2, 2, 7, 8, dtype=torch.float64).unbind(0),
+    )
+
+    def with_mask(hint: str, make_mask: Callable[[int], torch.Tensor], **variant: Any) -> Mistake:
+        return Mistake(hint, lambda q, k, v: _attention(q, k, v, make_mask(q.shape[-2]), **variant))
+
+    lower = (
+        "query i may attend to keys j <= i: keep the lower triangle (torch.tril), not the upper."
+    )
+    mistakes = [
+        with_mask(
+            "future keys receive attention: query i may attend only to keys j <= i "
+            "(a causal mask, torch.tril).",
+            _causal,
+            mask_mode="ignore",
+        ),
+        with_mask(lower, lambda n: _causal(n).T),
+        with_mask(lower, lambda n: ~_causal(n)),
+        with_mask(
+            "a token must be able to attend to itself: include the diagonal "
+            "(torch.tril keeps it; diagonal=-1 drops it).",
+            lambda n: _causal(n).tril(-1),
+        ),
+        with_mask(_UNSCALED, _causal, divide_by="none"),
+        with_mask(_DIVIDED_BY_DK, _causal, divide_by="d_k"),
+        with_mask(_MASK_AFTER_SOFTMAX, _causal, mask_mode="after_softmax"),
+        with_mask(_WRONG_AXIS, _causal, softmax_dim=-2),
+    ]
+    return _run_cases(
+        "check_causal_attention",
+        fn,
+        cases,
+        _compare_output_and_probs(_MINUS_INF),
+        mistakes,
+        "build a (T, T) bool mask that is True for j <= i and use it like a padding mask.",
+    )
+
+
+def check_softmax(fn: Callable) -> bool:
+    """Grade a numerically stable `fn(scores)` -> softmax over the last dimension.
+
+    The cases include scores around +1000 and -1000, where exp() overflows or
+    underflows unless each row's maximum is subtracted first.
+    """
+    g = torch.Generator().manual_seed(4)
+    cases = []
+
+    def add(description, scores):
+        cases.append(Case(description, (scores,), torch.softmax(scores, dim=-1)))
+
+    add("4 rows of 6 small scores", _random(g, 4, 6))
+    add("one row (a 1-D tensor) of 5 scores", _random(g, 5))
+    add("scores around +1000 (exp overflows in float32)", 1000 + 10 * _random(g, 3, 5))
+    add("scores around -1000 (exp underflows to 0)", -1000 + 10 * _random(g, 3, 5))
+    add(
+        "rows on very different scales: one around +500, one around -500",
+        torch.stack([500 + _random(g, 4), -500 + _random(g, 4)]),
+    )
+    add(
+        "a batch (2, 3, 4) with a masked key (torch.finfo(float32).min)",
+        _random(g, 2, 3, 4).index_fill(-1, torch.tensor([3]), torch.finfo(torch.float32).min),
+    )
+    add("rows of one score each (3, 1)", _random(g, 3, 1))
+    add("float64, 3 rows of 6 scores around 300", 300 + _random(g, 3, 6, dtype=torch.float64))
+    add("square scores (4, 4)", _random(g, 4, 4))
+
+    def naive(scores):
+        exponentials = scores.exp()
+        return exponentials / exponentials.sum(dim=-1, keepdim=True)
+
+    def global_max(scores):
+        exponentials = (scores - scores.max()).exp()
+        return exponentials / exponentials.sum(dim=-1, keepdim=True)
+
+    def no_keepdim(scores):
+        exponentials = (scores - scores.max(dim=-1, keepdim=True).values).exp()
+        return exponentials / exponentials.sum(dim=-1)
+
+    def first_dim(scores):
+        return torch.softmax(scores, dim=0)
+
+    def minus_min(scores):
+        exponentials = (scores - scores.min(dim=-1, keepdim=True).values).exp()
+        return exponentials / exponentials.sum(dim=-1, keepdim=True)
+
+    mistakes = [
+        Mistake(
+            "exp overflows (or underflows to 0/0): subtract each row's maximum before exp; "
+            "it cancels between numerator and denominator.",
+            naive,
+        ),
+        Mistake(
+            "subtract each row's own maximum (max(dim=-1, keepdim=True)), not the maximum "
+            "of the whole tensor: rows far below it underflow to 0/0.",
+            global_max,
+        ),
+        Mistake(
+            "subtract the row *maximum*, so that the largest exponent is exp(0) = 1; "
+            "subtracting the minimum still overflows.",
+            minus_min,
+        ),
+        Mistake(
+            "sum with keepdim=True: without it the (rows,) sums broadcast along the wrong axis.",
+            no_keepdim,
+        ),
+        Mistake(
+            "normalise over the last dimension (dim=-1): each row is one distribution.", first_dim
+        ),
+    ]
+    nan_hint = "NaN or inf: exp overflowed or 0/0 appeared; subtract each row's maximum before exp."
+    return _run_cases(
+        "check_softmax",
+        fn,
+        cases,
+        _tensor_comparison("softmax", nan_hint=nan_hint),
+        mistakes,
+    )
+
+
+def check_blockwise_attention(fn: Callable) -> bool:
+    """Grade `fn(query, key, value, block_size)` -> output (..., L_q, d_v), without a mask.
+
+    It must equal full attention for any block size (one key, a size that
+    does not divide the length, one larger than it), and stay finite for very
+    large and very negative scores, where the running maximum matters.
+    """
+    g = torch.Generator().manual_seed(5)
+    cases = []
+
+    def add(description, query, key, value, block_size):
+        expected, _ = scaled_dot_product_attention(query, key, value)
+        cases.append(Case(description, (query, key, value, block_size), expected))
+
+    add(
+        "batch 2, 4 heads, length 50, d 16, blocks of 16 (the last holds 2 keys)",
+        *_random(g, 3, 2, 4, 50, 16).unbind(0),
+        16,
+    )
+    add(
+        "batch 1, 2 heads, length 12, blocks of 4 (divides the length)",
+        *_random(g, 3, 1, 2, 12, 8).unbind(0),
+        4,
+    )
+    add("one head, length 7, blocks of 1 key", *_random(g, 3, 7, 4).unbind(0), 1)
+    add(
+        "one head, length 10, one block larger than the sequence (64)",
+        *_random(g, 3, 10, 4).unbind(0),
+        64,
+    )
+    add(
+        "5 queries, 9 keys, d_k 4, d_v 6, blocks of 4",
+        _random(g, 5, 4),
+        _random(g, 9, 4),
+        _random(g, 9, 6),
+        4,
+    )
+    add(
+        "large scores (about ±400): exp overflows without the running maximum",
+        30 * _random(g, 1, 2, 8, 16),
+        30 * _random(g, 1, 2, 8, 16),
+        _random(g, 1, 2, 8, 16),
+        3,
+    )
+    negative_key = 1 + 0.1 * _random(g, 2, 9, 16)
+    add(
+        "very negative scores (about -120): exp underflows unless the maximum starts at -inf",
+        -30 + 0.5 * _random(g, 2, 6, 16),
+        negative_key,
+        _random(g, 2, 9, 16),
+        4,
+    )
+    add(
+        "float64, batch 2, 2 heads, length 11, blocks of 5",
+        *_random(g, 3, 2, 2, 11, 8, dtype=torch.float64).unbind(0),
+        5,
+    )
+
+    def blockwise(
+        query,
+        key,
+        value,
+        block_size,
+        *,
+        rescale=True,
+        divide=True,
+        scale=True,
+        start_max=-math.inf,
+        last_block=True,
+        track_max=True,
+    ):
+        factor = 1 / math.sqrt(query.shape[-1]) if scale else 1.0
+        running_max = torch.full(query.shape[:-1] + (1,), start_max, dtype=query.dtype)
+        running_sum = torch.zeros(query.shape[:-1] + (1,), dtype=query.dtype)
+        output = torch.zeros(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype)
+        length = key.shape[-2]
+        stop = length if last_block else length - length % block_size
+        for start in range(0, stop, block_size):
+            block_scores = (
+                query @ key[..., start : start + block_size, :].transpose(-2, -1) * factor
+            )
+            new_max = torch.maximum(running_max, block_scores.amax(-1, keepdim=True))
+            if not track_max:
+                new_max = torch.zeros_like(new_max)
+            correction = torch.exp(running_max - new_max) if rescale else 1.0
+            if not track_max:
+                correction = 1.0
+            exponentials = torch.exp(block_scores - new_max)
+            running_sum = running_sum * correction + exponentials.sum(-1, keepdim=True)
+            output = output * correction + exponentials @ value[..., start : start + block_size, :]
+            running_max = new_max
+        return output / running_sum if divide else output
+
+    def variant(**options: Any) -> Callable:
+        return lambda q, k, v, b: blockwise(q, k, v, b, **options)
+
+    mistakes = [
+        Mistake(
+            "when the maximum grows, rescale both the running sum and the running output "
+            "by exp(old_max - new_max) before adding the new block.",
+            variant(rescale=False),
+        ),
+        Mistake("divide the running output by the running sum at the end.", variant(divide=False)),
+        Mistake(_UNSCALED, variant(scale=False)),
+        Mistake(
+            "the last block is shorter: loop over range(0, L_k, block_size) and slice "
+            "key[..., start:start + block_size, :], which stops at the end.",
+            variant(last_block=False),
+        ),
+        Mistake(
+            "start the running maximum at -inf, not 0: with very negative scores exp(s - 0) "
+            "underflows to 0 and the result is 0/0.",
+            variant(start_max=0.0),
+        ),
+        Mistake(
+            "subtract the running maximum before exp(): without it large scores overflow.",
+            variant(track_max=False),
+        ),
+    ]
+    nan_hint = (
+        "NaN or inf: exp overflowed or underflowed. Keep a running maximum that starts at -inf "
+        "and subtract it before exp()."
+    )
+    return _run_cases(
+        "check_blockwise_attention",
+        fn,
+        cases,
+        _tensor_comparison("output", _attention_shape_hint, nan_hint),
+        mistakes,
+    )
+
+
+# ----------------------------------------------------------------------------
+# Heads (chapter: multi-head attention)
+# ----------------------------------------------------------------------------
+
+
+def _split(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    batch, length, hidden = x.shape
+    return x.reshape(batch, length, num_heads, hidden // num_heads).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    batch, heads, length, head_size = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * head_size)
+
+
+def check_split_heads(fn: Callable) -> bool:
+    """Grade `fn(x, num_heads)`: (B, T, H) -> (B, nh, T, hs), head i = hidden dims i*hs .. (i+1)*hs - 1."""
+    g = torch.Generator().manual_seed(6)
+    cases = []
+    for description, shape, heads, dtype in [
+        ("batch 3, length 5, hidden 12, 4 heads", (3, 5, 12), 4, torch.float32),
+        ("batch 2, length 7, hidden 24, 6 heads", (2, 7, 24), 6, torch.float32),
+        ("batch 1, length 4, hidden 15, 3 heads (an odd head count)", (1, 4, 15), 3, torch.float32),
+        ("batch 2, length 3, hidden 8, 1 head", (2, 3, 8), 1, torch.float32),
+        ("batch 2, length 1 (a single token), hidden 12, 3 heads", (2, 1, 12), 3, torch.float32),
+        ("float64, batch 2, length 6, hidden 20, 5 heads", (2, 6, 20), 5, torch.float64),
+    ]:
+        x = _random(g, *shape, dtype=dtype)
+        cases.append(Case(description, (x, heads), _split(x, heads)))
+
+    def shape_hint(expected: torch.Size, got: torch.Size) -> str:
+        batch, heads, length, head_size = expected
+        if tuple(got) == (batch, length, heads, head_size):
+            return (
+                "the shape (B, T, nh, hs) still needs the head axis moved forward: transpose(1, 2)."
+            )
+        return f"the result must have shape (B, nh, T, hs) = {_fmt_shape(expected)}."
+
+    def interleaved(x, heads):
+        batch, length, hidden = x.shape
+        return x.reshape(batch, length, hidden // heads, heads).permute(0, 3, 1, 2)
+
+    def no_transpose(x, heads):
+        batch, length, hidden = x.shape
+        return x.reshape(batch, heads, length, hidden // heads)
+
+    def wrong_permute(x, heads):
+        batch, length, hidden = x.shape
+        return x.reshape(batch, length, heads, hidden // heads).permute(0, 2, 3, 1).transpose(2, 3)
+
+    mistakes = [
+        Mistake(
+            "reshaping straight to (B, nh, T, hs) mixes tokens and heads: reshape to "
+            "(B, T, nh, hs) first, then move the head axis forward (transpose(1, 2)).",
+            no_transpose,
+        ),
+        Mistake(
+            "head i owns a contiguous chunk of hs hidden dimensions: reshape to "
+            "(B, T, nh, hs), not (B, T, hs, nh).",
+            interleaved,
+        ),
+        Mistake(
+            "the heads are right but tokens and features are swapped inside each head: "
+            "permute(0, 2, 1, 3).",
+            wrong_permute,
+        ),
+    ]
+    return _run_cases(
+        "check_split_heads",
+        fn,
+        cases,
+        _tensor_comparison("output", shape_hint),
+        mistakes,
+    )
+
+
+def check_merge_heads(fn: Callable) -> bool:
+    """Grade `fn(x)`: (B, nh, T, hs) -> (B, T, H), heads glued end to end (the inverse of split_heads).
+
+    Most inputs are contiguous, like the context `probs @ value` that an
+    attention layer merges; after the transpose they are not, so `view`
+    fails there and `reshape` is needed. One input comes straight from a
+    split.
+    """
+    g = torch.Generator().manual_seed(7)
+    cases = []
+    for description, shape, dtype in [
+        ("batch 3, 4 heads, length 5, head size 3", (3, 4, 5, 3), torch.float32),
+        ("batch 2, 6 heads, length 7, head size 4", (2, 6, 7, 4), torch.float32),
+        (
+            "batch 1, 3 heads, length 4, head size 5 (an odd head count)",
+            (1, 3, 4, 5),
+            torch.float32,
+        ),
+        ("batch 2, 1 head, length 3, head size 8", (2, 1, 3, 8), torch.float32),
+        ("batch 2, 3 heads, length 1 (a single token), head size 4", (2, 3, 1, 4), torch.float32),
+        ("float64, batch 2, 5 heads, length 6, head size 4", (2, 5, 6, 4), torch.float64),
+    ]:
+        x = _random(g, *shape, dtype=dtype)
+        cases.append(Case(description, (x,), _merge(x)))
+    split = _split(_random(g, 2, 4, 12), 3)
+    cases.append(
+        Case(
+            "the output of split_heads: batch 2, 3 heads, length 4, head size 4",
+            (split,),
+            _merge(split),
+        )
+    )
+
+    def shape_hint(expected: torch.Size, got: torch.Size) -> str:
+        if len(got) == 4:
+            return "glue the heads back together: reshape (B, T, nh, hs) to (B, T, nh * hs)."
+        return f"the result must have shape (B, T, H) = {_fmt_shape(expected)}."
+
+    def no_transpose(x):
+        batch, heads, length, head_size = x.shape
+        return x.reshape(batch, length, heads * head_size)
+
+    def interleaved(x):
+        batch, heads, length, head_size = x.shape
+        return x.permute(0, 2, 3, 1).reshape(batch, length, heads * head_size)
+
+    mistakes = [
+        Mistake(
+            "move the head axis back next to the head size before merging: "
+            "transpose(1, 2) to (B, T, nh, hs), then reshape.",
+            no_transpose,
+        ),
+        Mistake(
+            "glue whole heads end to end: (B, T, nh, hs), i.e. permute(0, 2, 1, 3), "
+            "not (B, T, hs, nh).",
+            interleaved,
+        ),
+    ]
+    return _run_cases(
+        "check_merge_heads",
+        fn,
+        cases,
+        _tensor_comparison("output", shape_hint),
+        mistakes,
+    )
+
+
+def _multi_head_attention(
+    hidden_states: torch.Tensor,
+    attention: MultiHeadSelfAttention,
+    token_mask: torch.Tensor,
+    *,
+    scale: str = "head_size",
+    use_mask: bool = True,
+    use_bias: bool = True,
+    interleaved_heads: bool = False,
+    merge: str = "heads_first",
+    softmax_dim: int = -1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference multi-head self-attention, or one of its classic mistakes."""
+    batch, length, hidden = hidden_states.shape
+    heads = attention.num_attention_heads
+    head_size = hidden // heads
+
+    def project(linear: torch.nn.Linear) -> torch.Tensor:
+        projected = F.linear(hidden_states, linear.weight, linear.bias if use_bias else None)
+        if interleaved_heads:
+            return projected.reshape(batch, length, head_size, heads).permute(0, 3, 1, 2)
+        return _split(projected, heads)  # (B, nh, T, hs)
+
+    query, key, value = project(attention.query), project(attention.key), project(attention.value)
+    scores = query @ key.transpose(-2, -1)  # (B, nh, T, T)
+    scores = scores / math.sqrt({"head_size": head_size, "hidden": hidden, "none": 1}[scale])
+    if use_mask:
+        scores = scores + _to_additive(token_mask[:, None, None, :], scores.dtype)
+    probs = scores.softmax(dim=softmax_dim)
+    context = probs @ value  # (B, nh, T, hs)
+    if merge == "features_first":
+        merged = context.permute(0, 2, 3, 1).reshape(batch, length, hidden)
+    else:
+        merged = _merge(context)
+    return merged, probs
+
+
+def check_multi_head_attention(fn: Callable) -> bool:
+    """Grade `fn(hidden_states, attention, token_mask)` -> context (B, T, H), or (context, probs).
+
+    `attention` is a `bertcourse.attention.MultiHeadSelfAttention` whose
+    `query`, `key`, `value` layers hold the weights; `token_mask` is (B, T)
+    bool, True at real tokens. The reference is the module itself (eager
+    path, so it can return the probabilities (B, nh, T, T)).
+    """
+    g = torch.Generator().manual_seed(8)
+    cases = []
+
+    def add(description, batch, length, hidden, heads, lengths, dtype=torch.float32):
+        config = BertConfig(
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            intermediate_size=4 * hidden,
+            attention_probs_dropout_prob=0.0,
+            attn_implementation="eager",
+        )
+        with torch.random.fork_rng(devices=[]):  # leave the learner's random state alone
+            torch.manual_seed(len(cases))
+            module = MultiHeadSelfAttention(config).to(dtype).eval()
+        with torch.no_grad():  # non-zero biases, so that forgetting them shows
+            for linear in (module.query, module.key, module.value):
+                linear.bias.normal_(0.0, 0.5, generator=g)
+        hidden_states = _random(g, batch, length, hidden, dtype=dtype)
+        token_mask = torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
+        additive = _to_additive(token_mask[:, None, None, :], dtype)
+        with torch.no_grad():
+            expected = module(hidden_states, additive, output_attentions=True)
+        cases.append(Case(description, (hidden_states, module, token_mask), expected))
+
+    add("batch 2, length 6, hidden 12, 3 heads, with padding", 2, 6, 12, 3, [6, 4])
+    add("batch 3, length 5, hidden 16, 4 heads, no padding", 3, 5, 16, 4, [5, 5, 5])
+    add("batch 2, length 4, hidden 15, 3 heads of 5 (odd sizes), with padding", 2, 4, 15, 3, [2, 4])
+    add("batch 2, length 5, hidden 8, 1 head, with padding", 2, 5, 8, 1, [5, 3])
+    add("batch 1, length 1 (a single token), hidden 12, 2 heads", 1, 1, 12, 2, [1])
+    add(
+        "batch 2, length 4, hidden 8, 2 heads, the second sequence fully padded", 2, 4, 8, 2, [4, 0]
+    )
+    add(
+        "float64, batch 2, length 7, hidden 24, 6 heads, with padding",
+        2,
+        7,
+        24,
+        6,
+        [7, 3],
+        torch.float64,
+    )
+
+    def variant(**options: Any) -> Callable:
+        return lambda h, a, m: _multi_head_attention(h, a, m, **options)
+
+    mistakes = [
+        Mistake(
+            "the scores look unscaled: divide by sqrt(d_k), the head size H / nh.",
+            variant(scale="none"),
+        ),
+        Mistake(
+            "the scores are divided by sqrt(H): scale by sqrt(d_k) of one head, d_k = H / nh.",
+            variant(scale="hidden"),
+        ),
+        Mistake(_MASK_IGNORED, variant(use_mask=False)),
+        Mistake(
+            "the projections' biases are missing: each of query, key, value is a "
+            "Linear layer, x Wᵀ + b.",
+            variant(use_bias=False),
+        ),
+        Mistake(
+            "head i owns rows i·d_k .. (i+1)·d_k - 1 of each weight: reshape them to "
+            "(nh, d_k, H), not (d_k, nh, H).",
+            variant(interleaved_heads=True),
+        ),
+        Mistake(
+            "glue the heads end to end: the context must be (B, T, nh, d_k) before it is "
+            "flattened to (B, T, H).",
+            variant(merge="features_first"),
+        ),
+        Mistake(_WRONG_AXIS, variant(softmax_dim=-2)),
+    ]
+    return _run_cases(
+        "check_multi_head_attention",
+        fn,
+        cases,
+        _compare_output_and_probs(_MINUS_INF),
+        mistakes,
+    )
+
+
+# ----------------------------------------------------------------------------
+# LayerNorm, GELU, parameter count (chapter: the encoder)
+# ----------------------------------------------------------------------------
+
+
+def check_layer_norm(fn: Callable) -> bool:
+    """Grade `fn(x, weight, bias, eps)`: LayerNorm over the last dimension, as `torch.nn.LayerNorm`.
+
+    Biased variance (divide by H), eps inside the square root, weight and
+    bias per feature.
+    """
+    g = torch.Generator().manual_seed(9)
+    cases = []
+
+    def add(description, x, eps):
+        hidden = x.shape[-1]
+        weight = 1 + 0.5 * _random(g, hidden, dtype=x.dtype)
+        bias = 0.5 * _random(g, hidden, dtype=x.dtype)
+        expected = F.layer_norm(x, (hidden,), weight, bias, eps)
+        cases.append(Case(description, (x, weight, bias, eps), expected))
+
+    add(
+        "batch 2, length 3, hidden 8, mean 3 and std 5, eps 1e-12",
+        3 + 5 * _random(g, 2, 3, 8),
+        1e-12,
+    )
+    add("one vector (1-D), hidden 16, eps 1e-5", _random(g, 16), 1e-5)
+    add(
+        "batch 2, length 2, hidden 6, with a constant vector (variance 0), eps 1e-12",
+        torch.cat([_random(g, 1, 2, 6), torch.full((1, 2, 6), 2.0)]),
+        1e-12,
+    )
+    add("hidden 10, small variance (std 0.1) and a large eps 0.1", 0.1 * _random(g, 4, 10), 0.1)
+    add(
+        "float64, batch 2, length 5, hidden 12, eps 1e-12",
+        _random(g, 2, 5, 12, dtype=torch.float64),
+        1e-12,
+    )
+    add(
+        "float64, batch 3, hidden 32, mean 1e6 and std 1, eps 1e-12",
+        1e6 + _random(g, 3, 32, dtype=torch.float64),
+        1e-12,
+    )
+    add("batch 3, length 4, hidden 5", _random(g, 3, 4, 5), 1e-12)
+
+    def norm(
+        x,
+        weight,
+        bias,
+        eps,
+        *,
+        unbiased=False,
+        eps_inside=True,
+        swap=False,
+        dim=-1,
+        center=True,
+        one_pass=False,
+        affine=True,
+    ):
+        mean = x.mean(dim=dim, keepdim=True)
+        if one_pass:
+            variance = (x * x).mean(dim=dim, keepdim=True) - mean**2
+        else:
+            variance = x.var(dim=dim, keepdim=True, unbiased=unbiased)
+        centered = x - mean if center else x
+        if eps_inside:
+            normalised = centered / torch.sqrt(variance + eps)
+        else:
+            normalised = centered / (torch.sqrt(variance) + eps)
+        if not affine:
+            return normalised
+        return normalised * bias + weight if swap else normalised * weight + bias
+
+    def variant(**options: Any) -> Callable:
+        return lambda x, w, b, e: norm(x, w, b, e, **options)
+
+    mistakes = [
+        Mistake(
+            "use the biased variance: divide by H (unbiased=False), not H - 1.",
+            variant(unbiased=True),
+        ),
+        Mistake(
+            "eps belongs inside the square root: (x - mean) / sqrt(var + eps).",
+            variant(eps_inside=False),
+        ),
+        Mistake(
+            "weight (the gain) multiplies, bias is added: weight * x_hat + bias.",
+            variant(swap=True),
+        ),
+        Mistake(
+            "subtract the mean before dividing by the standard deviation.", variant(center=False)
+        ),
+        Mistake(
+            "var = E[x²] - E[x]² loses all precision when the mean is large: "
+            "subtract the mean first, then average the squares.",
+            variant(one_pass=True),
+        ),
+        Mistake("apply the weight and the bias after normalising.", variant(affine=False)),
+        Mistake(
+            "normalise over the last dimension (dim=-1), the features of one token, "
+            "with keepdim=True.",
+            variant(dim=0),
+        ),
+    ]
+    nan_hint = "NaN for a constant vector: its variance is 0; add eps inside the square root."
+    return _run_cases(
+        "check_layer_norm",
+        fn,
+        cases,
+        _tensor_comparison("output", nan_hint=nan_hint),
+        mistakes,
+    )
+
+
+def check_gelu(fn: Callable) -> bool:
+    """Grade `fn(x)`: the exact GELU, x·Φ(x) = x/2·(1 + erf(x/√2)), as `F.gelu` and BERT's "gelu"."""
+    g = torch.Generator().manual_seed(10)
+    cases = []
+    for description, x in [
+        ("201 points from -6 to 6 (float32)", torch.linspace(-6, 6, 201)),
+        ("random (2, 3, 4) tensor with std 3", 3 * _random(g, 2, 3, 4)),
+        ("a 0-d tensor, 0.5", torch.tensor(0.5)),
+        ("large inputs, ±20 and ±50", torch.tensor([-50.0, -20.0, 20.0, 50.0])),
+        ("float64, 2001 points from -8 to 8", torch.linspace(-8, 8, 2001, dtype=torch.float64)),
+    ]:
+        cases.append(Case(description, (x,), F.gelu(x)))
+
+    def phi(x):
+        return 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+
+    mistakes = [
+        Mistake(
+            "this is the tanh approximation ('gelu_new'); BERT's 'gelu' is the exact form "
+            "x·Φ(x) = x/2·(1 + erf(x/√2)).",
+            lambda x: F.gelu(x, approximate="tanh"),
+        ),
+        Mistake(
+            "that is the sigmoid approximation x·σ(1.702x); use the exact x/2·(1 + erf(x/√2)).",
+            lambda x: x * torch.sigmoid(1.702 * x),
+        ),
+        Mistake(
+            "that is ReLU: GELU multiplies x by Φ(x), the normal CDF, instead of a hard step.",
+            torch.relu,
+        ),
+        Mistake(
+            "Φ(x) = (1 + erf(x/√2)) / 2: divide x by sqrt(2) inside erf.",
+            lambda x: x * 0.5 * (1 + torch.erf(x)),
+        ),
+        Mistake(
+            "Φ(x) = (1 + erf(x/√2)) / 2: the factor 1/2 is missing.",
+            lambda x: x * (1 + torch.erf(x / math.sqrt(2))),
+        ),
+        Mistake("GELU(x) = x·Φ(x): multiply Φ(x) by x.", phi),
+    ]
+    return _run_cases(
+        "check_gelu",
+        fn,
+        cases,
+        _tensor_comparison("output"),
+        mistakes,
+        "GELU(x) = x·Φ(x) = x/2·(1 + erf(x/√2)).",
+    )
+
+
+def _parameter_parts(config: BertConfig) -> dict[str, int]:
+    """Parameters of BertModel(config), part by part (with the pooler)."""
+    hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    return {
+        "word": config.vocab_size * hidden,
+        "position": config.max_position_embeddings * hidden,
+        "segment": config.type_vocab_size * hidden,
+        "embedding_norm": 2 * hidden,
+        "attention_weights": layers * 4 * hidden * hidden,
+        "attention_biases": layers * 4 * hidden,
+        "ffn_weights": layers * 2 * hidden * inter,
+        "ffn_biases": layers * (inter + hidden),
+        "layer_norms": layers * 2 * 2 * hidden,
+        "pooler": hidden * hidden + hidden,
+    }
+
+
+def _model_parameter_count(config: BertConfig) -> int:
+    return _count_model_parameters(json.dumps(config.to_dict(), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _count_model_parameters(config_json: str) -> int:
+    """Built once per config (keyed by its JSON): BERT-base takes a moment even on meta."""
+    from .model import BertModel
+
+    with torch.device("meta"):  # shapes only, no memory
+        return BertModel(BertConfig(**json.loads(config_json))).num_parameters()
+
+
+def check_parameter_count(fn: Callable) -> bool:
+    """Grade `fn(config)` -> the number of parameters of `BertModel(config)` (with the pooler), an int."""
+    configs = [
+        ("the 'tiny' size", BertConfig.from_name("tiny")),
+        ("the 'mini' size", BertConfig.from_name("mini")),
+        ("BERT-base", BertConfig.from_name("base")),
+        (
+            "an odd config: vocab 1000, H 96, 3 heads, I 100, 5 layers, 300 positions, 3 segments",
+            BertConfig(
+                vocab_size=1000,
+                hidden_size=96,
+                num_attention_heads=3,
+                intermediate_size=100,
+                num_hidden_layers=5,
+                max_position_embeddings=300,
+                type_vocab_size=3,
+            ),
+        ),
+        (
+            "one layer: vocab 50, H 8, 1 head, I 20, 16 positions, 1 segment",
+            BertConfig(
+                vocab_size=50,
+                hidden_size=8,
+                num_attention_heads=1,
+                intermediate_size=20,
+                num_hidden_layers=1,
+                max_position_embeddings=16,
+                type_vocab_size=1,
+            ),
+        ),
+    ]
+    cases = [Case(d, (config,), _model_parameter_count(config)) for d, config in configs]
+
+    def compare(expected: int, got: Any) -> Problem | None:
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if isinstance(got, bool) or not isinstance(got, (int, float)) or got != int(got):
+            return Problem([f"expected a whole number (int), got {got!r}"], "return an int.")
+        if int(got) == expected:
+            return None
+        return Problem(
+            [
+                f"expected {expected:,} parameters, got {int(got):,} "
+                f"(off by {int(got) - expected:+,})"
+            ]
+        )
+
+    def without(*parts: str, extra: Callable[[BertConfig], int] | None = None) -> Callable:
+        def count(config: BertConfig) -> int:
+            kept = {k: v for k, v in _parameter_parts(config).items() if k not in parts}
+            return sum(kept.values()) + (extra(config) if extra else 0)
+
+        return count
+
+    def ffn_4h(config: BertConfig) -> int:
+        return without()(config.replace(intermediate_size=4 * config.hidden_size))
+
+    def one_norm_per_layer(config: BertConfig) -> int:
+        return without()(config) - config.num_hidden_layers * 2 * config.hidden_size
+
+    def norms_without_bias(config: BertConfig) -> int:
+        return without()(config) - config.hidden_size * (1 + 2 * config.num_hidden_layers)
+
+    mistakes = [
+        Mistake(
+            "the pooler is missing: dense H×H + bias H on the [CLS] vector.", without("pooler")
+        ),
+        Mistake(
+            "the LayerNorms are missing: each has a weight and a bias of size H; one after "
+            "the embeddings and two in every layer.",
+            without("embedding_norm", "layer_norms"),
+        ),
+        Mistake(
+            "each layer has two LayerNorms (after attention and after the feed-forward).",
+            one_norm_per_layer,
+        ),
+        Mistake(
+            "each LayerNorm has a bias as well as a weight: 2H parameters.", norms_without_bias
+        ),
+        Mistake("the LayerNorm after the embeddings is missing (2H).", without("embedding_norm")),
+        Mistake(
+            "the LayerNorms inside the layers are missing (4H per layer).", without("layer_norms")
+        ),
+        Mistake(
+            "the biases of the Linear layers are missing.",
+            without("attention_biases", "ffn_biases", extra=lambda c: -c.hidden_size),
+        ),
+        Mistake(
+            "read the feed-forward width from config.intermediate_size; it is not always 4H.",
+            ffn_4h,
+        ),
+        Mistake(
+            "the attention block has four H×H projections: query, key, value and the output dense.",
+            without(extra=lambda c: -c.num_hidden_layers * (c.hidden_size**2 + c.hidden_size)),
+        ),
+        Mistake(
+            "the position and segment tables are missing: max_position_embeddings × H and "
+            "type_vocab_size × H.",
+            without("position", "segment"),
+        ),
+        Mistake(
+            "the segment (token type) table is missing: type_vocab_size × H.", without("segment")
+        ),
+        Mistake(
+            "the feed-forward biases are missing: I after the widening, H after the "
+            "projection back.",
+            without("ffn_biases"),
+        ),
+    ]
+    return _run_cases(
+        "check_parameter_count",
+        fn,
+        cases,
+        compare,
+        mistakes,
+        "compare part by part: embeddings (V + P + S)·H + 2H; per layer 4H² + 4H (attention), "
+        "2HI + I + H (feed-forward), 4H (two LayerNorms); pooler H² + H.",
+    )
+
+
+# ----------------------------------------------------------------------------
+# Pooling and heads of a real model (chapter: real weights)
+# ----------------------------------------------------------------------------
+
+
+def _mean_pooling(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    weights = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)  # (B, T, 1)
+    return (last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, H)
+
+
+def check_mean_pooling(fn: Callable) -> bool:
+    """Grade `fn(last_hidden_state, attention_mask)` -> (B, H), the mean over the real tokens only.
+
+    attention_mask is (B, T) with 1 (or True) at real tokens. Not normalised:
+    L2-normalising is a separate step. A row without any real token gives
+    zeros, not NaN.
+    """
+    g = torch.Generator().manual_seed(11)
+    cases = []
+
+    def add(description, hidden, mask):
+        cases.append(Case(description, (hidden, mask), _mean_pooling(hidden, mask)))
+
+    def right_padding(lengths, length):
+        return (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]).long()
+
+    add(
+        "batch 3, length 6, hidden 4, right padding, int mask",
+        _random(g, 3, 6, 4),
+        right_padding([6, 4, 2], 6),
+    )
+    add("batch 2, length 5, hidden 3, no padding", _random(g, 2, 5, 3), right_padding([5, 5], 5))
+    add("batch 1, length 1 (a single token), hidden 8", _random(g, 1, 1, 8), right_padding([1], 1))
+    add(
+        "batch 2, length 4, hidden 5, bool mask",
+        _random(g, 2, 4, 5),
+        right_padding([3, 1], 4).bool(),
+    )
+    add(
+        "batch 3, length 5, hidden 4, left padding (mask 0 0 1 1 1)",
+        _random(g, 3, 5, 4),
+        right_padding([5, 3, 2], 5).flip(-1),
+    )
+    add(
+        "batch 2, length 4, hidden 3, the second row fully padded (no real token)",
+        _random(g, 2, 4, 3),
+        right_padding([4, 0], 4),
+    )
+    add(
+        "float64, batch 2, length 7, hidden 6, right padding",
+        _random(g, 2, 7, 6, dtype=torch.float64),
+        right_padding([7, 2], 7),
+    )
+
+    def shape_hint(expected: torch.Size, got: torch.Size) -> str:
+        return "average over the tokens (dim=1), keeping one vector per sequence: (B, H)."
+
+    def first_tokens(hidden, mask):
+        lengths = mask.long().sum(1)
+        return torch.stack(
+            [h[: max(int(n), 1)].mean(0) for h, n in zip(hidden, lengths, strict=True)]
+        )
+
+    masked_sum = lambda h, m: (h * m.unsqueeze(-1).to(h.dtype)).sum(1)  # noqa: E731
+    mistakes = [
+        Mistake(
+            "padding tokens are included in the average: multiply by the mask, then "
+            "divide by the number of real tokens.",
+            lambda h, m: h.mean(dim=1),
+        ),
+        Mistake(
+            "divide by the number of real tokens, attention_mask.sum(1), not by the length T.",
+            lambda h, m: masked_sum(h, m) / h.shape[1],
+        ),
+        Mistake("divide the masked sum by the number of real tokens.", masked_sum),
+        Mistake(
+            "your vectors have unit length: return the plain mean here; L2-normalising is a "
+            "separate step (F.normalize).",
+            lambda h, m: F.normalize(_mean_pooling(h, m), dim=-1),
+        ),
+        Mistake(
+            "the real tokens are where the mask is 1, wherever they are: with left padding "
+            "they are not the first ones.",
+            first_tokens,
+        ),
+        Mistake(
+            "that is the first token's vector ([CLS] pooling), not the mean of the real tokens.",
+            lambda h, m: h[:, 0],
+        ),
+    ]
+    nan_hint = (
+        "NaN for a row without real tokens: 0 / 0. Clamp the token count to at least 1 "
+        "(count.clamp(min=1)), which gives a zero vector."
+    )
+    return _run_cases(
+        "check_mean_pooling",
+        fn,
+        cases,
+        _tensor_comparison("pooled output", shape_hint, nan_hint),
+        mistakes,
+    )
+
+
+def _sep_heads(
+    attentions,
+    attention_mask,
+    *,
+    sep="last_real",
+    real_queries_only=True,
+    pooled=True,
+    pick="argmax",
+):
+    """Reference strongest [SEP] heads, or a classic mistake."""
+    lengths = attention_mask.long().sum(1)  # (B,)
+    rows = torch.arange(attention_mask.shape[0])
+    length = attention_mask.shape[1]
+    sep_position = {
+        "last_real": lengths - 1,
+        "last": torch.full_like(lengths, length - 1),
+        "first": torch.zeros_like(lengths),
+    }[sep]
+    result = []
+    for layer_probs in attentions:  # (B, nh, T, T)
+        to_sep = layer_probs[rows, :, :, sep_position]  # (B, nh, T)
+        queries = attention_mask[:, None, :].to(to_sep.dtype)  # (B, 1, T)
+        if not real_queries_only:
+            queries = torch.ones_like(queries)
+        if pooled:
+            per_head = (to_sep * queries).sum(dim=(0, 2)) / queries.sum()  # (nh,)
+        else:
+            per_head = ((to_sep * queries).sum(2) / queries.sum(2)).mean(0)  # mean of means
+        index = per_head.argmax() if pick == "argmax" else per_head.argmin()
+        result.append((int(index), float(per_head[index])))
+    return result
+
+
+def check_strongest_sep_heads(fn: Callable) -> bool:
+    """Grade `fn(attentions, attention_mask)` -> [(head, score)] per layer.
+
+    attentions: a tuple with one (B, nh, T, T) tensor of probabilities per
+    layer; attention_mask: (B, T) of 1/0. [SEP] is the last real token of
+    each row; score = attention on it averaged over every real query of every
+    sentence; head = the head with the largest score.
+    """
+    g = torch.Generator().manual_seed(12)
+    cases = []
+
+    def add(description, layers, heads, lengths, length, dtype=torch.float32):
+        mask = (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]).long()
+        attentions = []
+        for _ in range(layers):
+            scores = 2 * _random(g, len(lengths), heads, length, length, dtype=dtype)
+            scores = scores + _to_additive(mask.bool()[:, None, None, :], dtype)
+            attentions.append(scores.softmax(-1))
+        attentions = tuple(attentions)
+        cases.append(Case(description, (attentions, mask), _sep_heads(attentions, mask)))
+
+    add("2 layers, batch 2, 4 heads, lengths 7 and 4 (padded)", 2, 4, [7, 4], 7)
+    add("1 layer, batch 1, 3 heads, length 5, no padding", 1, 3, [5], 5)
+    add("3 layers, batch 3, 2 heads, lengths 6, 2 and 4", 3, 2, [6, 2, 4], 6)
+    add("2 layers, batch 2, 5 heads, lengths 9 and 3", 2, 5, [9, 3], 9)
+    add("float64, 2 layers, batch 2, 3 heads, lengths 5 and 5", 2, 3, [5, 5], 5, torch.float64)
+
+    def compare(expected: list, got: Any) -> Problem | None:
+        try:
+            pairs = [(int(head), float(score)) for head, score in got]
+        except (TypeError, ValueError):
+            return Problem(
+                [f"expected a list of (head, score) pairs, got {type(got).__name__}"],
+                "return one (head, score) tuple per layer, e.g. [(3, 0.21), (0, 0.4)].",
+            )
+        if len(pairs) != len(expected):
+            return Problem(
+                [f"expected {len(expected)} (head, score) pairs, one per layer, got {len(pairs)}"],
+                "loop over the layers: one pair per layer.",
+            )
+        for layer, ((head, score), (got_head, got_score)) in enumerate(
+            zip(expected, pairs, strict=True)
+        ):
+            if head != got_head or not math.isclose(score, got_score, rel_tol=1e-5, abs_tol=1e-6):
+                return Problem(
+                    [
+                        f"layer {layer}: expected head {head} with score {score:.5f}, "
+                        f"got head {got_head} with score {got_score:.5f}"
+                    ]
+                )
+        return None
+
+    def variant(**options: Any) -> Callable:
+        return lambda a, m: _sep_heads(a, m, **options)
+
+    mistakes = [
+        Mistake(
+            "[SEP] is the last *real* token, at position length - 1 of each row; in a padded "
+            "row that is not the last column T - 1.",
+            variant(sep="last"),
+        ),
+        Mistake(
+            "average over the real queries only: padded query rows must not count.",
+            variant(real_queries_only=False),
+        ),
+        Mistake(
+            "weight every real query equally: sum over the real queries of all sentences, "
+            "then divide by their number (a mean of per-sentence means favours short "
+            "sentences).",
+            variant(pooled=False),
+        ),
+        Mistake(
+            "the strongest head is the one with the *largest* average (argmax).",
+            variant(pick="argmin"),
+        ),
+        Mistake(
+            "position 0 is [CLS]; [SEP] is the last real token (length - 1).", variant(sep="first")
+        ),
+    ]
+    return _run_cases("check_strongest_sep_heads", fn, cases, compare, mistakes)
+
+
+# ----------------------------------------------------------------------------
+# WordPiece (chapter: tokenization)
+# ----------------------------------------------------------------------------
+
+_WORDPIECE_VOCAB = (
+    "[UNK]",
+    "<unk>",
+    "un",
+    "##aff",
+    "##able",
+    "##a",
+    "##ff",
+    "aff",
+    "able",
+    "play",
+    "##ing",
+    "##ed",
+    "##s",
+    "p",
+    "##l",
+    "##ay",
+    "the",
+    "t",
+    "##h",
+    "##e",
+    "x",
+    "##x",
+    "a",
+    "##b",
+    "ab",
+    "##bc",
+    "##c",
+    "d",
+    "##play",
+)
+
+
+def _wordpiece_reference(word, vocab, unk_token="[UNK]", max_input_chars_per_word=100):
+    from .tokenization import WordpieceTokenizer
+
+    tokenizer = WordpieceTokenizer(vocab, unk_token, max_input_chars_per_word)
+    return tokenizer.tokenize_word(word)
+
+
+def _wordpiece_variant(
+    word,
+    vocab,
+    unk_token="[UNK]",
+    max_input_chars_per_word=100,
+    *,
+    longest=True,
+    prefix_continuations=True,
+    prefix_first=False,
+    whole_word_unk=True,
+    max_check=">",
+    honour_unk_token=True,
+):
+    """Greedy WordPiece, or one of its classic mistakes."""
+    unk = unk_token if honour_unk_token else "[UNK]"
+    too_long = (
+        len(word) > max_input_chars_per_word
+        if max_check == ">"
+        else len(word) >= max_input_chars_per_word
+        if max_check == ">="
+        else False
+    )
+    if too_long:
+        return [unk]
+    pieces, start = [], 0
+    while start < len(word):
+        ends = range(len(word), start, -1) if longest else range(start + 1, len(word) + 1)
+        piece = None
+        for end in ends:
+            candidate = word[start:end]
+            if (start > 0 and prefix_continuations) or (start == 0 and prefix_first):
+                candidate = "##" + candidate
+            if candidate in vocab:
+                piece = candidate
+                break
+        if piece is None:
+            if whole_word_unk:
+                return [unk]
+            pieces.append(unk)
+            start += 1
+            continue
+        pieces.append(piece)
+        start = end
+    return pieces
+
+
+def check_wordpiece(fn: Callable) -> bool:
+    """Grade `fn(word, vocab, unk_token="[UNK]", max_input_chars_per_word=100)` -> list of pieces.
+
+    Greedy longest-match-first, continuation pieces prefixed with "##"; if
+    any part of the word cannot be matched, or the word is longer than
+    max_input_chars_per_word, the whole word becomes unk_token. `vocab` may
+    be a set or a dict (token -> id). Reference:
+    `bertcourse.tokenization.WordpieceTokenizer`.
+    """
+    vocab_set = set(_WORDPIECE_VOCAB)
+    vocab_dict = {token: index for index, token in enumerate(_WORDPIECE_VOCAB)}
+    cases = []
+
+    def add(description, word, vocab, **options):
+        expected = _wordpiece_reference(word, vocab, **options)
+        cases.append(Case(description, (word, vocab), expected, options))
+
+    add('"unaffable" -> un ##aff ##able (vocab as a set)', "unaffable", vocab_set)
+    add('"playing", vocab as a dict (token -> id)', "playing", vocab_dict)
+    add('a word that is one vocabulary entry: "the"', "the", vocab_set)
+    add(
+        'greedy longest match first: "abc" (the vocabulary has a, ab, ##b, ##bc, ##c)',
+        "abc",
+        vocab_set,
+    )
+    add('a single character: "x"', "x", vocab_set)
+    add('"unq": "q" matches nothing, so the whole word is unknown', "unq", vocab_set)
+    add(
+        '"playedq" ("q" is unknown) with a custom unk_token "<unk>"',
+        "playedq",
+        vocab_dict,
+        unk_token="<unk>",
+    )
+    add(
+        "a word of 11 characters with max_input_chars_per_word=10",
+        "playingplay",
+        vocab_set,
+        max_input_chars_per_word=10,
+    )
+    add(
+        "a word of exactly max_input_chars_per_word=7 characters: still tokenized",
+        "playing",
+        vocab_set,
+        max_input_chars_per_word=7,
+    )
+    add('repeated pieces: "xxxx"', "xxxx", vocab_set)
+
+    def compare(expected: list[str], got: Any) -> Problem | None:
+        if isinstance(got, str) or not isinstance(got, (list, tuple)):
+            return Problem(
+                [f"expected a list of strings, got {type(got).__name__} {got!r}"],
+                "return a list of pieces, e.g. ['un', '##aff', '##able'].",
+            )
+        if list(got) == expected:
+            return None
+        return Problem([f"expected {expected}, got {list(got)}"])
+
+    def variant(**options: Any) -> Callable:
+        return lambda word, vocab, **kw: _wordpiece_variant(word, vocab, **kw, **options)
+
+    mistakes = [
+        Mistake(
+            "take the *longest* prefix in the vocabulary first: try end = len(word), "
+            "len(word) - 1, ... down to start + 1.",
+            variant(longest=False),
+        ),
+        Mistake(
+            'pieces after the first are looked up with the "##" prefix: "##" + word[start:end].',
+            variant(prefix_continuations=False),
+        ),
+        Mistake(
+            'only continuation pieces get "##"; the first piece is looked up as it is.',
+            variant(prefix_first=True),
+        ),
+        Mistake(
+            "if any part cannot be matched, the *whole word* becomes the unknown token, "
+            "not just the unmatched part.",
+            variant(whole_word_unk=False),
+        ),
+        Mistake(
+            "words longer than max_input_chars_per_word become the unknown token.",
+            variant(max_check="none"),
+        ),
+        Mistake(
+            "a word of exactly max_input_chars_per_word characters is still tokenized: "
+            "the test is len(word) > max_input_chars_per_word.",
+            variant(max_check=">="),
+        ),
+        Mistake(
+            "use the unk_token argument, not a hard-coded '[UNK]'.", variant(honour_unk_token=False)
+        ),
+    ]
+    return _run_cases(
+        "check_wordpiece",
+        fn,
+        cases,
+        compare,
+        mistakes,
+        "walk through the word by hand: at each position take the longest piece in the "
+        "vocabulary, with '##' after the first.",
+    )
+
+
+# ----------------------------------------------------------------------------
+# An exercise's own asserts, with the same friendly report
+# ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def checking(name: str) -> Iterator[None]:
+    """Run an exercise's own checks: print "✓ name" if they pass, a short message if not.
+
+    A stub that still raises NotImplementedError gives "Not implemented yet";
+    a failed assert shows the assert line; any other error its type and
+    message, each with the line where it happened. The error raised is
+    ExerciseFailed (an AssertionError), so nbval still fails on it.
+    """
+    try:
+        yield
+    except ExerciseFailed:
+        raise
+    except NotImplementedError as error:
+        if not _is_stub(error):
+            raise _failure(name, error) from None
+        raise _not_implemented(error, name) from None
+    except Exception as error:
+        raise _failure(name, error) from None
+    print(f"✓ {name}: all checks passed")
+
+
+def _failure(name: str, error: Exception) -> ExerciseFailed:
+    frame = _learner_frame(error)
+    where = _location(error)
+    if isinstance(error, AssertionError):
+        source = ""
+        if frame is not None:
+            source = linecache.getline(
+                frame.tb_frame.f_code.co_filename, frame.tb_lineno, frame.tb_frame.f_globals
+            ).strip()
+        detail = _first_line(error) or source or "assert failed"
+        lines = [f"✗ {name}: a check failed{where}: {detail}"]
+        if source and source not in detail:
+            lines.append(f"  {source}")
+        return ExerciseFailed("\n".join(lines))
+    return ExerciseFailed(
+        f"✗ {name}: {type(error).__name__}{where}: {_first_line(error)}\n"
+        f"HINT: {_exception_hint(error)}"
+    )

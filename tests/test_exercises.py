@@ -1,0 +1,909 @@
+"""The exercise checkers pass the reference solutions and reject planted bugs with the right hint.
+
+Each planted bug is a mistake a learner could plausibly make; the test
+names the word its hint must contain, so a checker that rejects a bug for
+the wrong reason (or with a useless hint) fails here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bertcourse import exercises
+from bertcourse.exercises import (
+    ExerciseFailed,
+    check_attention,
+    check_blockwise_attention,
+    check_causal_attention,
+    check_gelu,
+    check_layer_norm,
+    check_mean_pooling,
+    check_merge_heads,
+    check_multi_head_attention,
+    check_parameter_count,
+    check_softmax,
+    check_split_heads,
+    check_strongest_sep_heads,
+    check_wordpiece,
+    checking,
+)
+
+# ----------------------------------------------------------------------------
+# Reference solutions (as the chapters write them) and the bugs planted in them
+# ----------------------------------------------------------------------------
+
+
+def attention(query, key, value, attention_mask=None, *, scale=True, mask_mode="finfo", dim=-1):
+    scores = query @ key.transpose(-2, -1)
+    if scale:
+        scores = scores / math.sqrt(query.shape[-1])
+    if attention_mask is not None and mask_mode != "ignore":
+        if attention_mask.dtype == torch.bool:
+            blocked = float("-inf") if mask_mode == "-inf" else torch.finfo(scores.dtype).min
+            may_attend = ~attention_mask if mask_mode == "inverted" else attention_mask
+            scores = scores.masked_fill(~may_attend, blocked)
+        else:
+            scores = scores + attention_mask
+    probs = scores.softmax(dim=dim)
+    return probs @ value, probs
+
+
+def attention_unscaled(query, key, value, attention_mask=None):
+    return attention(query, key, value, attention_mask, scale=False)
+
+
+def attention_mask_ignored(query, key, value, attention_mask=None):
+    return attention(query, key, value, attention_mask, mask_mode="ignore")
+
+
+def attention_softmax_over_queries(query, key, value, attention_mask=None):
+    return attention(query, key, value, attention_mask, dim=-2)
+
+
+def attention_minus_inf(query, key, value, attention_mask=None):
+    return attention(query, key, value, attention_mask, mask_mode="-inf")
+
+
+def attention_inverted_mask(query, key, value, attention_mask=None):
+    return attention(query, key, value, attention_mask, mask_mode="inverted")
+
+
+def attention_transposed_output(query, key, value, attention_mask=None):
+    output, _ = attention(query, key, value, attention_mask)
+    return output.transpose(-2, -1)
+
+
+def attention_mask_after_softmax(query, key, value, attention_mask=None):
+    _, probs = attention(query, key, value, None)
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        probs = probs * attention_mask
+    return probs @ value, probs
+
+
+def attention_float_mask_as_bool(query, key, value, attention_mask=None):
+    if attention_mask is not None:
+        attention_mask = attention_mask.bool()  # wrong for a float mask: 0 means "allowed"
+    return attention(query, key, value, attention_mask)
+
+
+def attention_inverts_any_mask(query, key, value, attention_mask=None):
+    scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])
+    if attention_mask is not None:  # wrong for a float mask: ~ only works on bools
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=-1)
+    return probs @ value, probs
+
+
+def causal_attention(query, key, value, *, keep=lambda ones: ones.tril(), scale=True):
+    length = query.shape[-2]
+    mask = keep(torch.ones(length, length, dtype=torch.bool))
+    return attention(query, key, value, mask, scale=scale)
+
+
+def causal_no_mask(query, key, value):
+    return attention(query, key, value)
+
+
+def causal_upper_triangle(query, key, value):
+    return causal_attention(query, key, value, keep=lambda ones: ones.triu())
+
+
+def causal_without_diagonal(query, key, value):
+    return causal_attention(query, key, value, keep=lambda ones: ones.tril(diagonal=-1))
+
+
+def causal_unscaled(query, key, value):
+    return causal_attention(query, key, value, scale=False)
+
+
+def causal_mask_after_softmax(query, key, value):
+    length = query.shape[-2]
+    return attention_mask_after_softmax(
+        query, key, value, torch.ones(length, length, dtype=torch.bool).tril()
+    )
+
+
+def causal_transposed_output(query, key, value):
+    return causal_attention(query, key, value)[0].transpose(-2, -1)
+
+
+def stable_softmax(scores):
+    exponentials = (scores - scores.max(dim=-1, keepdim=True).values).exp()
+    return exponentials / exponentials.sum(dim=-1, keepdim=True)
+
+
+def softmax_naive(scores):
+    exponentials = scores.exp()
+    return exponentials / exponentials.sum(dim=-1, keepdim=True)
+
+
+def softmax_global_max(scores):
+    exponentials = (scores - scores.max()).exp()
+    return exponentials / exponentials.sum(dim=-1, keepdim=True)
+
+
+def softmax_first_dim(scores):
+    exponentials = (scores - scores.max(dim=0, keepdim=True).values).exp()
+    return exponentials / exponentials.sum(dim=0, keepdim=True)
+
+
+def softmax_no_keepdim(scores):
+    exponentials = (scores - scores.max(dim=-1, keepdim=True).values).exp()
+    return exponentials / exponentials.sum(dim=-1)
+
+
+def softmax_minus_min(scores):
+    exponentials = (scores - scores.min(dim=-1, keepdim=True).values).exp()
+    return exponentials / exponentials.sum(dim=-1, keepdim=True)
+
+
+def blockwise_attention(
+    query,
+    key,
+    value,
+    block_size,
+    *,
+    rescale=True,
+    divide=True,
+    scale=True,
+    start=float("-inf"),
+    skip_partial=False,
+    subtract_max=True,
+):
+    factor = 1 / math.sqrt(query.shape[-1]) if scale else 1.0
+    running_max = torch.full(query.shape[:-1] + (1,), start, dtype=query.dtype)
+    running_sum = torch.zeros(query.shape[:-1] + (1,), dtype=query.dtype)
+    output = torch.zeros(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype)
+    length = key.shape[-2]
+    stop = length - length % block_size if skip_partial else length
+    for first in range(0, stop, block_size):
+        scores = query @ key[..., first : first + block_size, :].transpose(-2, -1) * factor
+        new_max = torch.maximum(running_max, scores.amax(-1, keepdim=True))
+        correction = torch.exp(running_max - new_max) if rescale else 1.0
+        exponentials = torch.exp(scores - new_max) if subtract_max else torch.exp(scores)
+        if not subtract_max:
+            correction = 1.0
+        running_sum = running_sum * correction + exponentials.sum(-1, keepdim=True)
+        output = output * correction + exponentials @ value[..., first : first + block_size, :]
+        running_max = new_max
+    return output / running_sum if divide else output
+
+
+def blockwise_no_rescaling(query, key, value, block_size):
+    return blockwise_attention(query, key, value, block_size, rescale=False)
+
+
+def blockwise_no_final_division(query, key, value, block_size):
+    return blockwise_attention(query, key, value, block_size, divide=False)
+
+
+def blockwise_unscaled(query, key, value, block_size):
+    return blockwise_attention(query, key, value, block_size, scale=False)
+
+
+def blockwise_drops_last_block(query, key, value, block_size):
+    return blockwise_attention(query, key, value, block_size, skip_partial=True)
+
+
+def blockwise_max_starts_at_zero(query, key, value, block_size):
+    return blockwise_attention(query, key, value, block_size, start=0.0)
+
+
+def blockwise_plain_exp(query, key, value, block_size):
+    return blockwise_attention(query, key, value, block_size, subtract_max=False)
+
+
+def split_heads(x, num_heads):
+    batch, length, hidden = x.shape
+    return x.reshape(batch, length, num_heads, hidden // num_heads).permute(0, 2, 1, 3)
+
+
+def split_heads_without_transpose(x, num_heads):
+    batch, length, hidden = x.shape
+    return x.reshape(batch, num_heads, length, hidden // num_heads)
+
+
+def split_heads_interleaved(x, num_heads):
+    batch, length, hidden = x.shape
+    return x.reshape(batch, length, hidden // num_heads, num_heads).permute(0, 3, 1, 2)
+
+
+def split_heads_forgot_to_move_heads(x, num_heads):
+    batch, length, hidden = x.shape
+    return x.reshape(batch, length, num_heads, hidden // num_heads)
+
+
+def split_heads_features_before_tokens(x, num_heads):
+    return split_heads(x, num_heads).transpose(-2, -1)
+
+
+def split_heads_swapped_sizes(x, num_heads):
+    batch, length, hidden = x.shape
+    return x.reshape(batch, length, hidden // num_heads, num_heads).transpose(1, 2)
+
+
+def merge_heads(x):
+    batch, heads, length, head_size = x.shape
+    return x.permute(0, 2, 1, 3).reshape(batch, length, heads * head_size)
+
+
+def merge_heads_without_transpose(x):
+    batch, heads, length, head_size = x.shape
+    return x.reshape(batch, length, heads * head_size)
+
+
+def merge_heads_with_view(x):
+    batch, heads, length, head_size = x.shape
+    return x.transpose(1, 2).view(batch, length, heads * head_size)
+
+
+def merge_heads_interleaved(x):
+    batch, heads, length, head_size = x.shape
+    return x.permute(0, 2, 3, 1).reshape(batch, length, heads * head_size)
+
+
+def merge_heads_not_flattened(x):
+    return x.transpose(1, 2)
+
+
+def merge_heads_summed(x):
+    return x.sum(dim=1)
+
+
+def multi_head_attention(
+    hidden_states,
+    attention,
+    token_mask,
+    *,
+    scale="head",
+    mask=True,
+    bias=True,
+    interleaved=False,
+    merge="heads",
+    dim=-1,
+):
+    heads, head_size = attention.num_attention_heads, attention.attention_head_size
+
+    def project(linear):
+        if interleaved:
+            weight = linear.weight.reshape(head_size, heads, -1).transpose(0, 1)
+            offset = linear.bias.reshape(head_size, heads).T[:, None, :]
+        else:
+            weight = linear.weight.reshape(heads, head_size, -1)  # (nh, hs, H)
+            offset = linear.bias.reshape(heads, 1, head_size)
+        projected = torch.einsum("bti,hdi->bhtd", hidden_states, weight)
+        return projected + offset if bias else projected
+
+    query, key, value = project(attention.query), project(attention.key), project(attention.value)
+    scores = torch.einsum("bhqd,bhkd->bhqk", query, key)
+    scores = (
+        scores
+        / {"head": math.sqrt(head_size), "hidden": math.sqrt(heads * head_size), "none": 1.0}[scale]
+    )
+    if mask:
+        scores = scores.masked_fill(~token_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=dim)
+    pattern = "bhqk,bhkd->bqhd" if merge == "heads" else "bhqk,bhkd->bqdh"
+    return torch.einsum(pattern, probs, value).flatten(start_dim=2), probs
+
+
+def mha_unscaled(hidden_states, attention, token_mask):
+    return multi_head_attention(hidden_states, attention, token_mask, scale="none")
+
+
+def mha_scaled_by_hidden(hidden_states, attention, token_mask):
+    return multi_head_attention(hidden_states, attention, token_mask, scale="hidden")
+
+
+def mha_mask_ignored(hidden_states, attention, token_mask):
+    return multi_head_attention(hidden_states, attention, token_mask, mask=False)
+
+
+def mha_no_bias(hidden_states, attention, token_mask):
+    return multi_head_attention(hidden_states, attention, token_mask, bias=False)
+
+
+def mha_interleaved_heads(hidden_states, attention, token_mask):
+    return multi_head_attention(hidden_states, attention, token_mask, interleaved=True)
+
+
+def mha_merged_features_first(hidden_states, attention, token_mask):
+    return multi_head_attention(hidden_states, attention, token_mask, merge="features")
+
+
+def mha_softmax_over_queries(hidden_states, attention, token_mask):
+    return multi_head_attention(hidden_states, attention, token_mask, dim=-2)
+
+
+def layer_norm(x, weight, bias, eps):
+    mean = x.mean(dim=-1, keepdim=True)
+    variance = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+    return weight * (x - mean) / torch.sqrt(variance + eps) + bias
+
+
+def layer_norm_unbiased(x, weight, bias, eps):
+    mean = x.mean(dim=-1, keepdim=True)
+    return weight * (x - mean) / torch.sqrt(x.var(dim=-1, keepdim=True) + eps) + bias
+
+
+def layer_norm_eps_outside(x, weight, bias, eps):
+    mean = x.mean(dim=-1, keepdim=True)
+    std = x.std(dim=-1, keepdim=True, unbiased=False)
+    return weight * (x - mean) / (std + eps) + bias
+
+
+def layer_norm_swapped_affine(x, weight, bias, eps):
+    return layer_norm(x, bias, weight, eps)
+
+
+def layer_norm_not_centred(x, weight, bias, eps):
+    variance = x.var(dim=-1, keepdim=True, unbiased=False)
+    return weight * x / torch.sqrt(variance + eps) + bias
+
+
+def layer_norm_one_pass(x, weight, bias, eps):
+    mean = x.mean(dim=-1, keepdim=True)
+    variance = (x**2).mean(dim=-1, keepdim=True) - mean**2
+    return weight * (x - mean) / torch.sqrt(variance + eps) + bias
+
+
+def layer_norm_no_eps(x, weight, bias, eps):
+    return layer_norm(x, weight, bias, 0.0)
+
+
+def gelu(x):
+    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def gelu_tanh(x):
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def gelu_relu(x):
+    return torch.clamp(x, min=0)
+
+
+def gelu_erf_unscaled(x):
+    return x * 0.5 * (1.0 + torch.erf(x))
+
+
+def gelu_missing_half(x):
+    return x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def gelu_cdf_only(x):
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def gelu_sigmoid(x):
+    return x * torch.sigmoid(1.702 * x)
+
+
+def count_parameters(
+    config,
+    *,
+    pooler=True,
+    norms=True,
+    norms_per_layer=2,
+    biases=True,
+    intermediate=None,
+    projections=4,
+    segments=True,
+):
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    inter = intermediate(config) if intermediate else config.intermediate_size
+    tables = config.vocab_size + config.max_position_embeddings
+    embeddings = (tables + (config.type_vocab_size if segments else 0)) * hidden
+    embeddings += 2 * hidden if norms else 0
+    attention_block = projections * hidden * hidden + (projections * hidden if biases else 0)
+    feed_forward = 2 * hidden * inter + ((inter + hidden) if biases else 0)
+    layer_norms = norms_per_layer * 2 * hidden if norms else 0
+    pooler_count = (hidden * hidden + (hidden if biases else 0)) if pooler else 0
+    return embeddings + layers * (attention_block + feed_forward + layer_norms) + pooler_count
+
+
+def count_without_pooler(config):
+    return count_parameters(config, pooler=False)
+
+
+def count_without_layer_norms(config):
+    return count_parameters(config, norms=False)
+
+
+def count_one_norm_per_layer(config):
+    return count_parameters(config, norms_per_layer=1)
+
+
+def count_without_biases(config):
+    return count_parameters(config, biases=False)
+
+
+def count_assuming_4h(config):
+    return count_parameters(config, intermediate=lambda c: 4 * c.hidden_size)
+
+
+def count_three_projections(config):
+    return count_parameters(config, projections=3)
+
+
+def count_without_segments(config):
+    return count_parameters(config, segments=False)
+
+
+def mean_pooling(last_hidden_state, attention_mask):
+    weights = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+    return (last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def pooling_plain_mean(last_hidden_state, attention_mask):
+    return last_hidden_state.mean(dim=1)
+
+
+def pooling_divided_by_length(last_hidden_state, attention_mask):
+    weights = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+    return (last_hidden_state * weights).sum(1) / last_hidden_state.shape[1]
+
+
+def pooling_normalised(last_hidden_state, attention_mask):
+    return F.normalize(mean_pooling(last_hidden_state, attention_mask), dim=-1)
+
+
+def pooling_sum_only(last_hidden_state, attention_mask):
+    return (last_hidden_state * attention_mask.unsqueeze(-1)).sum(1)
+
+
+def pooling_first_tokens(last_hidden_state, attention_mask):
+    lengths = attention_mask.sum(1).tolist()
+    return torch.stack(
+        [h[: max(n, 1)].mean(0) for h, n in zip(last_hidden_state, lengths, strict=True)]
+    )
+
+
+def pooling_without_clamp(last_hidden_state, attention_mask):
+    weights = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+    return (last_hidden_state * weights).sum(1) / weights.sum(1)
+
+
+def pooling_cls(last_hidden_state, attention_mask):
+    return last_hidden_state[:, 0]
+
+
+def strongest_sep_heads(
+    attentions, attention_mask, *, sep="real", real_only=True, pooled=True, pick=torch.argmax
+):
+    lengths = attention_mask.sum(1)
+    rows = torch.arange(attention_mask.shape[0])
+    positions = {
+        "real": lengths - 1,
+        "last": torch.full_like(lengths, attention_mask.shape[1] - 1),
+        "cls": torch.zeros_like(lengths),
+    }[sep]
+    result = []
+    for layer_probs in attentions:
+        to_sep = layer_probs[rows, :, :, positions]  # (B, nh, T)
+        queries = attention_mask[:, None, :].to(to_sep.dtype)
+        if not real_only:
+            queries = torch.ones_like(queries)
+        if pooled:
+            per_head = (to_sep * queries).sum(dim=(0, 2)) / queries.sum()
+        else:
+            per_head = ((to_sep * queries).sum(2) / queries.sum(2)).mean(0)
+        head = pick(per_head).item()
+        result.append((head, per_head[head].item()))
+    return result
+
+
+def sep_heads_last_column(attentions, attention_mask):
+    return strongest_sep_heads(attentions, attention_mask, sep="last")
+
+
+def sep_heads_padded_queries(attentions, attention_mask):
+    return strongest_sep_heads(attentions, attention_mask, real_only=False)
+
+
+def sep_heads_mean_of_means(attentions, attention_mask):
+    return strongest_sep_heads(attentions, attention_mask, pooled=False)
+
+
+def sep_heads_weakest(attentions, attention_mask):
+    return strongest_sep_heads(attentions, attention_mask, pick=torch.argmin)
+
+
+def sep_heads_cls(attentions, attention_mask):
+    return strongest_sep_heads(attentions, attention_mask, sep="cls")
+
+
+def wordpiece(
+    word,
+    vocab,
+    unk_token="[UNK]",
+    max_input_chars_per_word=100,
+    *,
+    longest=True,
+    prefix="##",
+    prefix_first=False,
+    partial_unk=False,
+    too_long=lambda n, m: n > m,
+    unk=None,
+):
+    unk = unk or unk_token
+    if too_long(len(word), max_input_chars_per_word):
+        return [unk]
+    pieces, start = [], 0
+    while start < len(word):
+        ends = range(len(word), start, -1) if longest else range(start + 1, len(word) + 1)
+        for end in ends:
+            piece = word[start:end]
+            if start > 0 or prefix_first:
+                piece = prefix + piece
+            if piece in vocab:
+                pieces.append(piece)
+                start = end
+                break
+        else:
+            if not partial_unk:
+                return [unk]
+            pieces.append(unk)
+            start += 1
+    return pieces
+
+
+def wordpiece_shortest_first(word, vocab, unk_token="[UNK]", max_input_chars_per_word=100):
+    return wordpiece(word, vocab, unk_token, max_input_chars_per_word, longest=False)
+
+
+def wordpiece_no_prefix(word, vocab, unk_token="[UNK]", max_input_chars_per_word=100):
+    return wordpiece(word, vocab, unk_token, max_input_chars_per_word, prefix="")
+
+
+def wordpiece_prefix_on_first(word, vocab, unk_token="[UNK]", max_input_chars_per_word=100):
+    return wordpiece(word, vocab, unk_token, max_input_chars_per_word, prefix_first=True)
+
+
+def wordpiece_partial_unknown(word, vocab, unk_token="[UNK]", max_input_chars_per_word=100):
+    return wordpiece(word, vocab, unk_token, max_input_chars_per_word, partial_unk=True)
+
+
+def wordpiece_no_length_limit(word, vocab, unk_token="[UNK]", max_input_chars_per_word=100):
+    return wordpiece(word, vocab, unk_token, max_input_chars_per_word, too_long=lambda n, m: False)
+
+
+def wordpiece_limit_off_by_one(word, vocab, unk_token="[UNK]", max_input_chars_per_word=100):
+    return wordpiece(word, vocab, unk_token, max_input_chars_per_word, too_long=lambda n, m: n >= m)
+
+
+def wordpiece_hard_coded_unk(word, vocab, unk_token="[UNK]", max_input_chars_per_word=100):
+    return wordpiece(word, vocab, unk_token, max_input_chars_per_word, unk="[UNK]")
+
+
+# checker -> (reference solution, [(planted bug, word its hint must contain), ...])
+PLANTED = {
+    check_attention: (
+        attention,
+        [
+            (attention_unscaled, "sqrt"),
+            (attention_mask_ignored, "padded keys receive attention"),
+            (attention_softmax_over_queries, "last dimension"),
+            (attention_minus_inf, "finfo"),
+            (attention_inverted_mask, "inverted"),
+            (attention_transposed_output, "shape"),
+            (attention_mask_after_softmax, "before the softmax"),
+            (attention_float_mask_as_bool, "added"),
+            (attention_inverts_any_mask, "~ inverts bool tensors only"),
+        ],
+    ),
+    check_causal_attention: (
+        causal_attention,
+        [
+            (causal_no_mask, "future"),
+            (causal_upper_triangle, "lower triangle"),
+            (causal_without_diagonal, "diagonal"),
+            (causal_unscaled, "sqrt"),
+            (causal_mask_after_softmax, "before the softmax"),
+            (causal_transposed_output, "shape"),
+        ],
+    ),
+    check_softmax: (
+        stable_softmax,
+        [
+            (softmax_naive, "maximum before exp"),
+            (softmax_global_max, "own maximum"),
+            (softmax_first_dim, "last dimension"),
+            (softmax_no_keepdim, "keepdim"),
+            (softmax_minus_min, "exp(0)"),
+        ],
+    ),
+    check_blockwise_attention: (
+        blockwise_attention,
+        [
+            (blockwise_no_rescaling, "rescale"),
+            (blockwise_no_final_division, "divide the running output"),
+            (blockwise_unscaled, "sqrt"),
+            (blockwise_drops_last_block, "last block"),
+            (blockwise_max_starts_at_zero, "-inf"),
+            (blockwise_plain_exp, "overflow"),
+        ],
+    ),
+    check_split_heads: (
+        split_heads,
+        [
+            (split_heads_without_transpose, "mixes tokens and heads"),
+            (split_heads_interleaved, "contiguous chunk"),
+            (split_heads_forgot_to_move_heads, "transpose(1, 2)"),
+            (split_heads_features_before_tokens, "shape"),
+            (split_heads_swapped_sizes, "shape"),
+        ],
+    ),
+    check_merge_heads: (
+        merge_heads,
+        [
+            (merge_heads_without_transpose, "transpose(1, 2)"),
+            (merge_heads_with_view, "contiguous"),
+            (merge_heads_interleaved, "end to end"),
+            (merge_heads_not_flattened, "shape"),
+            (merge_heads_summed, "shape"),
+        ],
+    ),
+    check_multi_head_attention: (
+        multi_head_attention,
+        [
+            (mha_unscaled, "sqrt(d_k)"),
+            (mha_scaled_by_hidden, "sqrt(H)"),
+            (mha_mask_ignored, "padded keys receive attention"),
+            (mha_no_bias, "biases"),
+            (mha_interleaved_heads, "rows i·d_k"),
+            (mha_merged_features_first, "end to end"),
+            (mha_softmax_over_queries, "last dimension"),
+        ],
+    ),
+    check_layer_norm: (
+        layer_norm,
+        [
+            (layer_norm_unbiased, "biased variance"),
+            (layer_norm_eps_outside, "inside the square root"),
+            (layer_norm_swapped_affine, "multiplies"),
+            (layer_norm_not_centred, "subtract the mean"),
+            (layer_norm_one_pass, "E[x²]"),
+            (layer_norm_no_eps, "constant vector"),
+        ],
+    ),
+    check_gelu: (
+        gelu,
+        [
+            (gelu_tanh, "tanh approximation"),
+            (gelu_relu, "ReLU"),
+            (gelu_erf_unscaled, "sqrt(2)"),
+            (gelu_missing_half, "1/2"),
+            (gelu_cdf_only, "multiply"),
+            (gelu_sigmoid, "sigmoid"),
+        ],
+    ),
+    check_parameter_count: (
+        count_parameters,
+        [
+            (count_without_pooler, "pooler"),
+            (count_without_layer_norms, "LayerNorms are missing"),
+            (count_one_norm_per_layer, "two LayerNorms"),
+            (count_without_biases, "biases"),
+            (count_assuming_4h, "intermediate_size"),
+            (count_three_projections, "four"),
+            (count_without_segments, "segment"),
+        ],
+    ),
+    check_mean_pooling: (
+        mean_pooling,
+        [
+            (pooling_plain_mean, "padding tokens are included"),
+            (pooling_divided_by_length, "not by the length"),
+            (pooling_normalised, "unit length"),
+            (pooling_sum_only, "divide the masked sum"),
+            (pooling_first_tokens, "left padding"),
+            (pooling_without_clamp, "clamp"),
+            (pooling_cls, "[CLS]"),
+        ],
+    ),
+    check_strongest_sep_heads: (
+        strongest_sep_heads,
+        [
+            (sep_heads_last_column, "last *real* token"),
+            (sep_heads_padded_queries, "real queries only"),
+            (sep_heads_mean_of_means, "equally"),
+            (sep_heads_weakest, "largest"),
+            (sep_heads_cls, "[CLS]"),
+        ],
+    ),
+    check_wordpiece: (
+        wordpiece,
+        [
+            (wordpiece_shortest_first, "longest"),
+            (wordpiece_no_prefix, '"##" prefix'),
+            (wordpiece_prefix_on_first, "only continuation"),
+            (wordpiece_partial_unknown, "whole word"),
+            (wordpiece_no_length_limit, "longer than"),
+            (wordpiece_limit_off_by_one, "exactly"),
+            (wordpiece_hard_coded_unk, "unk_token argument"),
+        ],
+    ),
+}
+
+BUGS = [
+    pytest.param(checker, bug, keyword, id=f"{checker.__name__}-{bug.__name__}")
+    for checker, (_, bugs) in PLANTED.items()
+    for bug, keyword in bugs
+]
+
+
+def test_every_public_checker_is_tested():
+    public = {name for name in exercises.__all__ if name.startswith("check_")}
+    assert public == {checker.__name__ for checker in PLANTED}
+    assert all(len(bugs) >= 5 for _, bugs in PLANTED.values())
+
+
+@pytest.mark.parametrize("checker", PLANTED, ids=lambda c: c.__name__)
+def test_reference_solution_passes(checker, capsys):
+    solution, _ = PLANTED[checker]
+    assert checker(solution) is True
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith(f"✓ {checker.__name__}: all ") and printed.endswith("cases passed")
+
+
+@pytest.mark.parametrize(("checker", "bug", "keyword"), BUGS)
+def test_planted_bug_is_rejected_with_its_hint(checker, bug, keyword, capsys):
+    with pytest.raises(ExerciseFailed) as failure:
+        checker(bug)
+    message = failure.value.message
+    assert message.startswith(f"✗ {checker.__name__}: case ")
+    assert " of " in message.splitlines()[0]
+    assert keyword in message, message
+    assert "HINT: " in message
+    assert len(message.splitlines()) <= 6, message
+    assert "✓" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("checker", PLANTED, ids=lambda c: c.__name__)
+def test_stub_reports_not_implemented(checker):
+    def my_solution(*args, **kwargs):
+        """The student edition's stub."""
+        # YOUR CODE HERE
+        raise NotImplementedError
+
+    with pytest.raises(ExerciseFailed) as failure:
+        checker(my_solution)
+    assert failure.value.message == (
+        "Not implemented yet: replace the `raise NotImplementedError` in my_solution with your "
+        "code, then run this cell again."
+    )
+
+
+def test_stub_in_a_helper_is_named():
+    def causal_mask(length):
+        raise NotImplementedError
+
+    def my_causal_attention(query, key, value):
+        return attention(query, key, value, causal_mask(query.shape[-2]))
+
+    with pytest.raises(ExerciseFailed, match="in causal_mask with your code"):
+        check_causal_attention(my_causal_attention)
+
+
+def test_other_exceptions_name_the_case_and_the_error():
+    def broken(query, key, value, attention_mask=None):
+        raise ValueError("the shapes confuse me")
+
+    with pytest.raises(ExerciseFailed) as failure:
+        check_attention(broken)
+    first, second = failure.value.message.splitlines()[:2]
+    assert first.startswith("✗ check_attention: case 1 of ")
+    assert "broken raised ValueError at line " in second and "the shapes confuse me" in second
+
+
+def test_missing_default_argument_is_explained():
+    def no_default(query, key, value, attention_mask):
+        return attention(query, key, value, attention_mask)
+
+    with pytest.raises(ExerciseFailed, match="need a default"):
+        check_attention(no_default)
+
+
+def test_a_float32_answer_to_a_float64_case_is_rejected():
+    def float32_output(x, num_heads):
+        return split_heads(x, num_heads).float()
+
+    with pytest.raises(ExerciseFailed, match="dtype"):
+        check_split_heads(float32_output)
+
+
+def test_checkers_leave_torch_random_state_alone():
+    state = torch.random.get_rng_state()
+    check_multi_head_attention(multi_head_attention)
+    check_attention(attention)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_learners_in_place_edits_do_not_leak_between_cases():
+    def scribbles_on_inputs(query, key, value, attention_mask=None):
+        result = attention(query, key, value, attention_mask)
+        query.zero_()
+        key.fill_(3.0)
+        return result
+
+    assert check_attention(scribbles_on_inputs)
+
+
+def test_render_traceback_is_just_the_message():
+    error = ExerciseFailed("✗ check_x: case 1 of 2: batch 1\n  values differ\nHINT: look")
+    assert error._render_traceback_() == [
+        "✗ check_x: case 1 of 2: batch 1",
+        "  values differ",
+        "HINT: look",
+    ]
+    assert isinstance(error, AssertionError)
+    assert str(error) == error.message
+
+
+def test_not_a_function():
+    with pytest.raises(ExerciseFailed, match="expects your function itself"):
+        check_gelu(gelu(torch.ones(3)))
+
+
+# ----------------------------------------------------------------------------
+# checking: an exercise's own asserts
+# ----------------------------------------------------------------------------
+
+
+def test_checking_prints_a_tick_when_every_assert_holds(capsys):
+    with checking("my exercise"):
+        assert 1 + 1 == 2
+    assert capsys.readouterr().out == "✓ my exercise: all checks passed\n"
+
+
+def test_checking_shows_the_failed_assert_line():
+    with pytest.raises(ExerciseFailed) as failure:
+        with checking("my exercise"):
+            total = 3
+            assert total == 4
+    message = failure.value.message
+    assert message.startswith("✗ my exercise: a check failed in ")
+    assert "assert total == 4" in message
+    assert len(message.splitlines()) <= 3
+
+
+def test_checking_reports_a_stub_as_not_implemented():
+    def prune(block):
+        raise NotImplementedError
+
+    with pytest.raises(ExerciseFailed, match=r"^Not implemented yet: .* in prune with your code"):
+        with checking("prune a head"):
+            prune(None)
+
+
+def test_checking_names_other_errors(capsys):
+    with pytest.raises(ExerciseFailed) as failure:
+        with checking("my exercise"):
+            torch.ones(2, 3) @ torch.ones(2, 3)
+    assert "RuntimeError" in failure.value.message and "HINT:" in failure.value.message
+    assert capsys.readouterr().out == ""
