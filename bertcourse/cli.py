@@ -1,7 +1,8 @@
 """Command line: `python -m bertcourse <command>`.
 
-Commands: `bench` (throughput against transformers). Pretraining, fine-tuning
-and the student edition join as their chapters are written.
+Commands: `bench` (throughput against transformers), `pretrain` (BERT from
+scratch on a corpus, exported for transformers), `student` (the student
+edition of the notebooks). Fine-tuning joins with its chapters.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"bench": "bertcourse.bench"}
+    commands = {
+        "bench": "bertcourse.bench",
+        "pretrain": "bertcourse.train",
+        "student": "bertcourse.student",
+    }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         known = ", ".join(commands)
         if argv and argv[0] not in ("-h", "--help"):

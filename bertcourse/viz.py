@@ -149,3 +149,74 @@ def plot_parameter_breakdown(counts: Mapping[str, int], title: str | None = None
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def read_training_log(log_path) -> list[dict[str, float]]:
+    """The rows of a training log (log.csv or log.jsonl from bertcourse.train), numbers as floats."""
+    import csv
+    import json
+    from pathlib import Path
+
+    path = Path(log_path)
+    if path.is_dir():
+        path = path / "log.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"No training log at {path}: train() writes log.csv in output_dir.")
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+
+    def number(value) -> float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):  # "" or None: not logged in this row
+            return math.nan
+
+    return [{key: number(value) for key, value in row.items()} for row in rows]
+
+
+def plot_training_curves(log_path, title: str | None = None) -> plt.Figure:
+    """Loss (training and evaluation) and evaluation accuracies against the step.
+
+    log_path: a run's output directory, its log.csv or its log.jsonl. The
+    training loss is averaged over the steps between two log rows, so it is
+    smoother than the loss of one batch; evaluation points come from a fixed
+    set of masked examples, so they are comparable from step to step.
+    """
+    rows = read_training_log(log_path)
+
+    def series(key: str) -> tuple[list[float], list[float]]:
+        points = [(r["step"], r[key]) for r in rows if not math.isnan(r.get(key, math.nan))]
+        return [s for s, _ in points], [v for _, v in points]
+
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    losses = [k for k in keys if k == "loss" or (k.startswith("eval_") and k.endswith("loss"))]
+    accuracies = [k for k in keys if k.endswith("accuracy")]
+    fig, axes = plt.subplots(1, 2 if accuracies else 1, figsize=(11 if accuracies else 6, 4))
+    axes = np.atleast_1d(axes)
+    for key in losses:
+        steps, values = series(key)
+        style = "-" if key == "loss" else "o-"
+        label = "training loss" if key == "loss" else key.removeprefix("eval_").replace("_", " ")
+        axes[0].plot(steps, values, style, label=label if key == "loss" else f"eval {label}")
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("loss (cross-entropy, nats)")
+    axes[0].set_title("loss")
+    axes[0].legend()
+    axes[0].grid(True, alpha=0.3)
+    if accuracies:
+        for key in accuracies:
+            steps, values = series(key)
+            label = key.removeprefix("eval_").replace("_", " ")
+            axes[1].plot(steps, [100 * v for v in values], "o-", label=label)
+        axes[1].set_xlabel("step")
+        axes[1].set_ylabel("accuracy (%)")
+        axes[1].set_title("evaluation accuracy")
+        axes[1].legend()
+        axes[1].grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

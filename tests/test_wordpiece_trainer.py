@@ -313,3 +313,13 @@ def test_bad_parameters():
         train_wordpiece([HUG_TEXT], vocab_size=100, min_frequency=0)
     with pytest.raises(ValueError, match="limit_alphabet"):
         train_wordpiece([HUG_TEXT], vocab_size=100, limit_alphabet=0)
+
+
+def test_frequent_words_of_real_text_become_whole_tokens():
+    """A vocabulary that splits "the" makes "##e" a large share of tokens, and a pretrained
+    model can then look accurate by always predicting it: frequent words must be merged."""
+    from bertcourse.data import offline_corpus
+
+    vocab = set(train_wordpiece(offline_corpus("train").sentences(), vocab_size=2000))
+    for word in ("the", "of", "and", "to", "is", "be", "are", "function", "return"):
+        assert word in vocab, word
