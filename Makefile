@@ -2,6 +2,7 @@
 #   make book      build the Jupyter Book (executes the notebooks) -> _build/html/index.html
 #   make test      lint, unit + parity tests, notebooks (nbval), book build with warnings as errors
 #   make student   the student edition: solutions replaced by stubs -> student/notebooks
+#   make screenshots  key pages of the built book as PNG (headless Chromium) -> _build/screenshots
 #   make bench     throughput of our BertModel vs transformers (BENCH_ARGS="--size base ...")
 #   make clean     remove build outputs (keeps .venv)
 #
@@ -19,7 +20,7 @@ BOOK_FLAGS ?= --warningiserror --keep-going
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED = 0
 
-.PHONY: venv book test test-package test-notebooks lint bench student clean distclean
+.PHONY: venv book test test-package test-notebooks lint bench student screenshots clean distclean
 
 venv: $(VENV)/.installed
 
@@ -58,6 +59,9 @@ test: lint test-package test-notebooks
 
 student: venv
 	$(PY) -m bertcourse.student --out student/notebooks
+
+screenshots: venv
+	$(PY) scripts/render_pages.py $(SCREENSHOT_ARGS)
 
 bench: venv
 	$(PY) -m bertcourse.bench $(BENCH_ARGS)
