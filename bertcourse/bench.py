@@ -169,6 +169,190 @@ def run(
     return setup, results
 
 
+# Dense BF16 tensor-core peak, from NVIDIA's H100/H200 SXM datasheets (without sparsity).
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4}
+
+
+def pretraining_flops_per_token(config: BertConfig, seq_len: int) -> float:
+    """Training FLOPs per token of BERT pretraining, counted densely (every position predicted).
+
+    6 FLOPs per weight used in a matrix product (2 forward, 4 backward), for the encoder's
+    projections, the MLM transform and the V-wide decoder, plus 12 L H T for the attention
+    scores and the mixing of values. Both models are credited with this same useful work,
+    so a model that skips work (sparse prediction) shows a higher MFU, as it should.
+    """
+    h, layers = config.hidden_size, config.num_hidden_layers
+    matmul_weights = layers * (4 * h * h + 2 * h * config.intermediate_size)
+    matmul_weights += h * h + h * config.vocab_size  # MLM transform and decoder
+    return 6 * matmul_weights + 12 * layers * h * seq_len
+
+
+@dataclass
+class PretrainingResult:
+    ours_tokens_per_s: float
+    reference_tokens_per_s: float
+    ours_peak_memory_mb: float | None
+    reference_peak_memory_mb: float | None
+    ours_mfu: float | None
+    reference_mfu: float | None
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_tokens_per_s / self.reference_tokens_per_s
+
+
+def run_pretraining(
+    size: str = "tiny",
+    batch: int = 32,
+    seq_len: int = 128,
+    steps: int = 10,
+    warmup: int = 2,
+    dtype: str = "float32",
+    device: str | None = None,
+    padding: float = 0.25,
+    vocab_size: int = 30522,
+) -> tuple[dict, PretrainingResult]:
+    """One pretraining step (forward, backward, AdamW) of our BertForPreTraining, with sparse
+    MLM prediction, against transformers.BertForPreTraining, same weights and batch."""
+    import transformers
+
+    from .model import BertForPreTraining
+
+    device = get_device(device)
+    config = BertConfig.from_name(size, vocab_size=vocab_size, attn_implementation="sdpa")
+    reference = transformers.BertForPreTraining._from_config(
+        config.to_hf(), attn_implementation="sdpa"
+    ).to(device)
+    ours = BertForPreTraining.from_hf(reference).to(device)
+    input_ids, token_type_ids, attention_mask = make_batch(config, batch, seq_len, padding, device)
+    generator = torch.Generator().manual_seed(1)
+    chosen = (torch.rand(input_ids.shape, generator=generator) < 0.15).to(device)
+    chosen &= attention_mask.bool()
+    labels = input_ids.masked_fill(~chosen, -100)
+    next_sentence_label = torch.randint(0, 2, (batch,), generator=generator).to(device)
+    inputs = dict(
+        input_ids=input_ids,
+        token_type_ids=token_type_ids,
+        attention_mask=attention_mask,
+        labels=labels,
+        next_sentence_label=next_sentence_label,
+    )
+    amp_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+    def autocast():
+        if amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+    ours.eval()
+    reference.eval()
+    with torch.no_grad(), autocast():
+        loss_difference = abs(
+            ours(**inputs, masked_only=True).loss.float().item()
+            - reference(**inputs).loss.float().item()
+        )
+    models = {
+        "ours": (ours, {"masked_only": True}),
+        "reference": (reference, {}),
+    }
+    optimizers = {
+        name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, (m, _) in models.items()
+    }
+
+    def step(name: str) -> None:
+        model, extra = models[name]
+        optimizers[name].zero_grad(set_to_none=True)
+        with autocast():
+            loss = model(**inputs, **extra).loss
+        loss.backward()
+        optimizers[name].step()
+
+    for model, _ in models.values():
+        model.train()
+    for name in models:
+        for _ in range(warmup):
+            step(name)
+    times = {name: [] for name in models}
+    peak = {name: None for name in models}
+    for _ in range(steps):
+        for name in models:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            _synchronize(device)
+            start = time.perf_counter()
+            step(name)
+            _synchronize(device)
+            times[name].append(time.perf_counter() - start)
+            if device.type == "cuda":
+                peak[name] = torch.cuda.max_memory_allocated(device) / 2**20
+    tokens = batch * seq_len
+    speed = {name: tokens / statistics.median(times[name]) for name in models}
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)
+    flops = pretraining_flops_per_token(config, seq_len)
+    mfu = {
+        name: speed[name] * flops / (peak_tflops * 1e12)
+        if peak_tflops and dtype != "float32"
+        else None
+        for name in models
+    }
+    setup = {
+        "task": "pretraining step (forward + backward + AdamW), ours with sparse MLM prediction",
+        "size": size,
+        "layers_hidden_heads": SIZES[size],
+        "vocab_size": vocab_size,
+        "batch": batch,
+        "seq_len": seq_len,
+        "padding": padding,
+        "dtype": dtype,
+        "device": str(device),
+        "device_name": device_name or platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "steps": steps,
+        "loss_difference": loss_difference,
+        "flops_per_token": flops,
+        "peak_bf16_tflops": peak_tflops,
+    }
+    result = PretrainingResult(
+        speed["ours"],
+        speed["reference"],
+        peak["ours"],
+        peak["reference"],
+        mfu["ours"],
+        mfu["reference"],
+    )
+    return setup, result
+
+
+def format_pretraining(setup: dict, result: PretrainingResult) -> str:
+    layers, hidden, heads = setup["layers_hidden_heads"]
+
+    def optional(value, pattern):
+        return "n/a" if value is None else format(value, pattern)
+
+    return "\n".join(
+        [
+            f"BertForPreTraining {setup['size']} ({layers} layers, {hidden} wide, {heads} heads, "
+            f"vocab {setup['vocab_size']}), batch {setup['batch']} x {setup['seq_len']} tokens "
+            f"(~{setup['padding']:.0%} padding), 15% masked, {setup['dtype']}",
+            f"{setup['task']}",
+            f"device {setup['device']} ({setup['device_name']}, {setup['threads']} threads), "
+            f"torch {setup['torch']}, transformers {setup['transformers']}, median of "
+            f"{setup['steps']} steps; losses agree to {setup['loss_difference']:.1e}",
+            "",
+            f"{'':14} {'tokens/s':>12} {'peak MiB':>9} {'MFU':>7}",
+            f"{'ours':14} {result.ours_tokens_per_s:>12,.0f} "
+            f"{optional(result.ours_peak_memory_mb, '9,.0f'):>9} {optional(result.ours_mfu, '7.1%'):>7}",
+            f"{'transformers':14} {result.reference_tokens_per_s:>12,.0f} "
+            f"{optional(result.reference_peak_memory_mb, '9,.0f'):>9} "
+            f"{optional(result.reference_mfu, '7.1%'):>7}",
+            f"ratio ours / transformers: {result.ratio:.2f}",
+        ]
+    )
+
+
 def format_table(setup: dict, results: list[BenchResult]) -> str:
     layers, hidden, heads = setup["layers_hidden_heads"]
     lines = [
@@ -194,6 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bertcourse.bench", description=__doc__.splitlines()[0]
     )
+    parser.add_argument(
+        "--task",
+        choices=["encoder", "pretraining"],
+        default="encoder",
+        help="encoder: BertModel forward/backward; pretraining: a full BertForPreTraining step",
+    )
     parser.add_argument("--size", choices=list(SIZES), default="tiny")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=128)
@@ -210,6 +400,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 <= args.padding < 0.5:
         parser.error("--padding is the mean padded fraction, in [0, 0.5)")
+    if args.task == "pretraining":
+        setup, result = run_pretraining(
+            size=args.size,
+            batch=args.batch,
+            seq_len=args.seq_len,
+            steps=args.steps,
+            warmup=args.warmup,
+            dtype=args.dtype,
+            device=args.device,
+            padding=args.padding,
+            vocab_size=args.vocab_size,
+        )
+        print(format_pretraining(setup, result))
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(
+                    {"setup": setup, "result": asdict(result) | {"ratio": result.ratio}},
+                    handle,
+                    indent=2,
+                )
+        return 0
     modes = ("inference", "train") if args.mode == "both" else (args.mode,)
     setup, results = run(
         size=args.size,

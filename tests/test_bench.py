@@ -53,3 +53,27 @@ def test_cli_dispatch(capsys):
     assert "bench" in capsys.readouterr().out
     assert cli.main(["pretrain-typo"]) == 2
     assert "Unknown command 'pretrain-typo'" in capsys.readouterr().err
+
+
+def test_pretraining_bench_runs_and_the_models_agree(tmp_path, capsys):
+    out = tmp_path / "pretraining.json"
+    args = ["--task", "pretraining", "--steps", "2", "--warmup", "1", "--batch", "4"]
+    args += ["--seq-len", "16", "--vocab-size", "200", "--json", str(out)]
+    assert bench.main(args) == 0
+    table = capsys.readouterr().out
+    assert "sparse MLM prediction" in table and "ratio ours / transformers" in table
+    payload = json.loads(out.read_text())
+    assert payload["setup"]["loss_difference"] < 1e-5  # same weights, same batch, same loss
+    assert (
+        payload["result"]["ours_tokens_per_s"] > 0
+        and payload["result"]["reference_tokens_per_s"] > 0
+    )
+    assert payload["result"]["ours_mfu"] is None  # no GPU peak to compare with on a CPU
+
+
+def test_flops_per_token_counts_matmuls_and_attention():
+    config = bench.BertConfig.from_name("base")
+    flops = bench.pretraining_flops_per_token(config, seq_len=128)
+    # 12 layers x (4 H^2 + 2 H I) + H^2 + H V weights, 6 FLOPs each, + 12 L H T
+    weights = 12 * (4 * 768**2 + 2 * 768 * 3072) + 768**2 + 768 * 30522
+    assert flops == 6 * weights + 12 * 12 * 768 * 128
