@@ -1938,3 +1938,947 @@ def _failure(name: str, error: Exception) -> ExerciseFailed:
         f"✗ {name}: {type(error).__name__}{where}: {_first_line(error)}\n"
         f"HINT: {_exception_hint(error)}"
     )
+
+
+# ----------------------------------------------------------------------------
+# BERT's masking (chapter: masked language modelling)
+# ----------------------------------------------------------------------------
+
+__all__.append("check_mask_tokens")
+
+# The checker's made-up vocabularies: [PAD] 0, [CLS] 2, [SEP] 3, [MASK] 4, ordinary ids from 5.
+_PAD_ID, _CLS_ID, _SEP_ID, _MLM_MASK_ID, _FIRST_ORDINARY_ID = 0, 2, 3, 4, 5
+_RATE_STANDARD_ERRORS = 6  # a correct answer falls outside 6 standard errors about once in 10^8
+
+
+@dataclass(frozen=True)
+class _MaskingCase:
+    """What a masking answer is judged against: the input and the rules it must follow."""
+
+    input_ids: torch.Tensor
+    special: torch.Tensor  # bool, True where nothing may be chosen
+    special_as_ints: bool  # the learner was given the mask as 0/1 integers
+    vocab_size: int
+    mlm_probability: float
+    check_rates: bool = False
+    calls: int = 1  # 2: called twice with generators seeded alike; the answers must be equal
+
+
+def _masking_batch(
+    generator: torch.Generator, batch: int, length: int, vocab_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[CLS] tokens [SEP] [PAD]...: the first row full, the last half padded, others random."""
+    lengths = torch.randint(length // 2, length + 1, (batch,), generator=generator)
+    lengths[-1] = max(length // 2, 3)
+    lengths[0] = length
+    positions = torch.arange(length)[None, :]  # (1, T)
+    ids = torch.randint(_FIRST_ORDINARY_ID, vocab_size, (batch, length), generator=generator)
+    ids[:, 0] = _CLS_ID
+    ids = torch.where(positions == (lengths - 1)[:, None], _SEP_ID, ids)  # (B, T)
+    padding = positions >= lengths[:, None]  # (B, T)
+    ids = ids.masked_fill(padding, _PAD_ID)
+    special = padding | (ids == _CLS_ID) | (ids == _SEP_ID)
+    return ids, special
+
+
+def _masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
+    """The first rule a masking answer breaks, with a hint that names it."""
+    if spec.calls == 1:
+        return _single_masking_problem(spec, answer)
+    first, second = answer
+    problem = _single_masking_problem(spec, first)
+    if problem is None and not all(torch.equal(a, b) for a, b in zip(first, second, strict=True)):
+        return Problem(
+            ["two calls with generators seeded alike gave different results"],
+            "draw every random number from the `generator` argument: torch.rand(..., "
+            "generator=generator), torch.randint(..., generator=generator).",
+        )
+    return problem
+
+
+def _single_masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
+        return Problem(
+            [f"expected a pair (inputs, labels), got {type(answer).__name__}"],
+            "return two tensors: the corrupted inputs and the labels.",
+        )
+    original, special = spec.input_ids, spec.special
+    for what, value in zip(("inputs", "labels"), answer, strict=True):
+        if not isinstance(value, torch.Tensor) or value.shape != original.shape:
+            got = (
+                _fmt_shape(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            )
+            return Problem(
+                [f"{what}: expected a tensor of shape {_fmt_shape(original.shape)}, got {got}"],
+                f"return {what} with one entry per token: the shape of input_ids.",
+            )
+        if value.dtype != torch.long:
+            return Problem(
+                [f"{what} has dtype {value.dtype}, expected torch.int64 (token ids)"],
+                "keep the ids as integers (torch.long): masked_fill, torch.where and clone do.",
+            )
+    inputs, labels = answer
+    labelled = labels != -100  # (B, T): the positions chosen for prediction
+    candidates = int((~special).sum())
+    if candidates >= 10 and labelled.sum() > 0.9 * candidates:
+        return Problem(
+            [f"{int(labelled.sum()):,} of {original.numel():,} positions have a label (not -100)"],
+            "labels must be -100 wherever the token was not chosen, so that the loss ignores "
+            "those positions; only the chosen ~15% carry their original id.",
+        )
+    if bool((labelled & special).any()):
+        index = [int(i) for i in (labelled & special).nonzero()[0]]
+        as_ints = (
+            " (here 0/1 integers: use special_tokens_mask.bool())" if spec.special_as_ints else ""
+        )
+        return Problem(
+            [
+                f"the special position {_fmt_index(index)} (id {int(original[tuple(index)])}) was "
+                "chosen: [CLS], [SEP] and padding are never predicted"
+            ],
+            f"never choose a position where special_tokens_mask is True{as_ints}: "
+            "exclude those positions from the draw.",
+        )
+    wrong_label = labelled & (labels != original)
+    if bool(wrong_label.any()):
+        index = [int(i) for i in wrong_label.nonzero()[0]]
+        corrupted = bool((labels[wrong_label] == inputs[wrong_label]).all())
+        return Problem(
+            [
+                f"labels{_fmt_index(index)} = {int(labels[tuple(index)])}, but the original token "
+                f"there is {int(original[tuple(index)])}"
+            ],
+            "labels must hold the original token id, not the corrupted input: take them from "
+            "input_ids before replacing anything."
+            if corrupted
+            else "at a chosen position the label is the original id; elsewhere it is -100.",
+        )
+    changed = ~labelled & (inputs != original)
+    if bool(changed.any()):
+        index = [int(i) for i in changed.nonzero()[0]]
+        return Problem(
+            [
+                f"inputs{_fmt_index(index)} changed from {int(original[tuple(index)])} to "
+                f"{int(inputs[tuple(index)])} although its label is -100 (not chosen); "
+                f"{int(changed.sum()):,} unchosen tokens changed in all"
+            ],
+            "only chosen tokens may change: apply [MASK] and the random replacement to chosen "
+            "positions only (combine each draw with the chosen mask).",
+        )
+    out_of_range = (inputs < 0) | (inputs >= spec.vocab_size)
+    if bool(out_of_range.any()):
+        index = [int(i) for i in out_of_range.nonzero()[0]]
+        return Problem(
+            [
+                f"inputs{_fmt_index(index)} = {int(inputs[tuple(index)])} is not an id in "
+                f"[0, {spec.vocab_size})"
+            ],
+            "draw random replacements with torch.randint(vocab_size, shape, generator=generator).",
+        )
+    if spec.check_rates:
+        return _masking_rates_problem(spec, inputs, labelled, candidates)
+    return None
+
+
+def _masking_rates_problem(
+    spec: _MaskingCase, inputs: torch.Tensor, labelled: torch.Tensor, candidates: int
+) -> Problem | None:
+    """The chosen rate and the 80/10/10 split, within a few standard errors."""
+    chosen = int(labelled.sum())
+    rate = chosen / candidates
+    p = spec.mlm_probability
+    if abs(rate - p) > _RATE_STANDARD_ERRORS * math.sqrt(p * (1 - p) / candidates):
+        fixed_rate = abs(rate - 0.15) < 0.01 and abs(p - 0.15) > 0.05
+        return Problem(
+            [
+                f"{rate:.1%} of the {candidates:,} ordinary tokens were chosen; expected about "
+                f"{p:.0%} (mlm_probability={p})"
+            ],
+            f"use the mlm_probability argument ({p}) instead of a fixed 0.15."
+            if fixed_rate
+            else "choose each ordinary token with probability mlm_probability: "
+            "torch.rand(shape, generator=generator) < mlm_probability.",
+        )
+    corrupted = inputs[labelled]
+    as_mask = corrupted == _MLM_MASK_ID
+    kept = corrupted == spec.input_ids[labelled]
+    shares = {
+        "[MASK]": (float(as_mask.float().mean()), 0.8),
+        "random": (float((~as_mask & ~kept).float().mean()), 0.1),
+        "unchanged": (float((kept & ~as_mask).float().mean()), 0.1),
+    }
+    for share, target in shares.values():
+        if abs(share - target) > _RATE_STANDARD_ERRORS * math.sqrt(target * (1 - target) / chosen):
+            found = ", ".join(f"{share:.1%} {name}" for name, (share, _) in shares.items())
+            return Problem(
+                [f"of the {chosen:,} chosen tokens: {found}; expected 80% / 10% / 10%"],
+                "of the chosen tokens 80% become [MASK], 10% a random token and 10% stay "
+                "unchanged: one uniform draw per token, [MASK] below 0.8, random in [0.8, 0.9).",
+            )
+    random_ids = corrupted[~as_mask & ~kept]
+    distinct = random_ids.unique().numel()
+    if random_ids.numel() >= 100 and distinct < random_ids.numel() // 4:
+        return Problem(
+            [f"the {random_ids.numel()} random replacements use only {distinct} different ids"],
+            "draw each random replacement uniformly from the whole vocabulary: "
+            "torch.randint(vocab_size, shape, generator=generator).",
+        )
+    return None
+
+
+def check_mask_tokens(fn: Callable) -> bool:
+    """Grade `fn(input_ids, special_tokens_mask, vocab_size, mask_token_id, mlm_probability=0.15,
+    generator=None)` -> (inputs, labels): BERT's masking, as `bertcourse.data.mask_tokens`.
+
+    The answer is random, so it is judged by rules rather than compared with
+    one reference: shapes and dtype; labels -100 off the chosen positions and
+    the original id on them; [CLS], [SEP] and padding never chosen; unchosen
+    inputs unchanged; on large batches the rates (mlm_probability chosen; of
+    those 80% [MASK], 10% random, 10% unchanged); the same answer from
+    generators seeded alike. The learner's global random state is left alone.
+    """
+    if not callable(fn):
+        return _run_cases("check_mask_tokens", fn, [], _masking_problem)
+
+    @functools.wraps(fn)
+    def graded(input_ids, special_tokens_mask, vocab_size, mlm_probability, calls, seed):
+        answers = []
+        with torch.random.fork_rng(devices=[]):  # draws from the global generator leave no trace
+            torch.manual_seed(seed)
+            for _ in range(calls):
+                generator = torch.Generator().manual_seed(seed)
+                answers.append(
+                    fn(
+                        input_ids.clone(),
+                        special_tokens_mask.clone(),
+                        vocab_size,
+                        _MLM_MASK_ID,
+                        mlm_probability,
+                        generator,
+                    )
+                )
+        return answers[0] if calls == 1 else tuple(answers)
+
+    g = torch.Generator().manual_seed(13)
+    cases = []
+
+    def add(description, batch, length, vocab_size, p=0.15, rates=False, calls=1, ints=False):
+        ids, special = _masking_batch(g, batch, length, vocab_size)
+        spec = _MaskingCase(ids, special, ints, vocab_size, p, rates, calls)
+        special_argument = special.long() if ints else special
+        args = (ids, special_argument, vocab_size, p, calls, len(cases))
+        cases.append(Case(description, args, spec))
+
+    add("batch 2, length 10, vocab 30, the second row padded", 2, 10, 30)
+    add(
+        "512 × 128 (about 48,000 ordinary tokens), vocab 1,000: labels, specials and the "
+        "15% / 80-10-10 rates",
+        512,
+        128,
+        1000,
+        rates=True,
+    )
+    add("512 × 128, vocab 1,000, mlm_probability=0.4", 512, 128, 1000, p=0.4, rates=True)
+    add(
+        "special_tokens_mask as 0/1 integers (as tokenizers return it), 64 × 32, vocab 500",
+        64,
+        32,
+        500,
+        ints=True,
+    )
+    add("batch 1, length 3 ([CLS] one token [SEP]), vocab 20", 1, 3, 20)
+    add(
+        "two calls with generators seeded alike (256 × 64, vocab 1,000) must agree",
+        256,
+        64,
+        1000,
+        calls=2,
+    )
+    return _run_cases(
+        "check_mask_tokens",
+        graded,
+        cases,
+        _masking_problem,
+        (),
+        "print the chosen mask, the inputs and the labels of a small batch and compare them "
+        "with the chapter's step-by-step masking.",
+    )
+
+
+# ----------------------------------------------------------------------------
+# The optimizer's parameter groups and the learning-rate schedule (chapter: the pretraining run)
+# ----------------------------------------------------------------------------
+
+__all__.extend(["check_parameter_groups", "check_warmup_schedule"])
+
+
+def _groups_model(kind: str) -> torch.nn.Module:
+    """A small BERT of the kind named (2 layers, 16 wide), built without touching the caller's RNG."""
+    from .model import (
+        BertForMaskedLM,
+        BertForPreTraining,
+        BertForSequenceClassification,
+        BertModel,
+    )
+
+    config = BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=24,
+    )
+    classes = {
+        "BertForPreTraining": BertForPreTraining,
+        "BertForMaskedLM": BertForMaskedLM,
+        "BertModel": BertModel,
+        "BertForSequenceClassification": BertForSequenceClassification,
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return classes[kind](config)
+
+
+_GROUPS_FORMAT_HINT = (
+    "return a list of dicts, e.g. [{'params': decay, 'weight_decay': weight_decay}, "
+    "{'params': no_decay, 'weight_decay': 0.0}], each 'params' a list of the model's parameters."
+)
+
+
+def _parameter_groups_problem(weight_decay: float, answer: Any) -> Problem | None:
+    """The first way the learner's groups would make AdamW decay the wrong parameters."""
+    from .train import parameter_groups
+
+    model, groups = answer
+    if isinstance(groups, dict) or not isinstance(groups, (list, tuple)):
+        return Problem(
+            [f"expected a list of parameter-group dicts, got {type(groups).__name__}"],
+            _GROUPS_FORMAT_HINT,
+        )
+    names = {id(p): name for name, p in model.named_parameters()}  # a shared tensor once
+    aliases: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(parameter), []).append(name)
+    # parameter -> (group, weight decay), once per time the answer lists it
+    placed: dict[int, list[tuple[int, float]]] = {}
+    for index, group in enumerate(groups):
+        if not isinstance(group, dict) or "params" not in group:
+            return Problem(
+                [f"group {index} is a {type(group).__name__}, not a dict with a 'params' key"],
+                _GROUPS_FORMAT_HINT,
+            )
+        if "weight_decay" not in group:
+            return Problem(
+                [f"group {index} has no 'weight_decay' entry"],
+                "give every group its own 'weight_decay': a group without one gets AdamW's "
+                "default (0.01), so the no-decay group would decay after all.",
+            )
+        params = group["params"]
+        if isinstance(params, (set, frozenset)):
+            return Problem(
+                [f"group {index}'s 'params' is a set"],
+                "use a list: a set has no fixed order, so the optimizer's saved state could not be "
+                "matched to the parameters when a run resumes (torch refuses sets).",
+            )
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        for parameter in params:
+            if not isinstance(parameter, torch.Tensor):
+                return Problem(
+                    [f"group {index} holds a {type(parameter).__name__} ({parameter!r:.40})"],
+                    "'params' must hold the parameter tensors themselves (the p of "
+                    "`for name, p in model.named_parameters()`), not their names.",
+                )
+            if id(parameter) not in names:
+                return Problem(
+                    [
+                        f"group {index} holds a tensor of shape {_fmt_shape(parameter.shape)} that "
+                        "is not a parameter of the model"
+                    ],
+                    "put the model's own parameter objects in the groups (not p.data, p.clone() "
+                    "or another model's parameters): the optimizer updates what it is given.",
+                )
+            decay = group["weight_decay"]
+            placed.setdefault(id(parameter), []).append((index, float(decay)))
+
+    repeated = {key: where for key, where in placed.items() if len(where) > 1}
+    if repeated:
+        key, where = next(iter(repeated.items()))
+        groups_text = " and ".join(str(index) for index, _ in where)
+        line = f"{names[key]} is listed {len(where)} times (groups {groups_text})"
+        if len(aliases[key]) > 1:
+            return Problem(
+                [line, f"it has {len(aliases[key])} names: {', '.join(aliases[key])}"],
+                "that is one tied tensor (the MLM decoder shares the word embeddings): list each "
+                "parameter once. model.named_parameters() skips repeats; "
+                "named_parameters(remove_duplicate=False) and state_dict() do not.",
+            )
+        return Problem(
+            [line],
+            "each parameter belongs in exactly one group: decide decay or no decay with one "
+            "if/else per parameter, so no parameter lands in both lists.",
+        )
+
+    missing = [name for key, name in names.items() if key not in placed]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        return Problem(
+            [f"{len(missing)} of the model's {len(names)} parameters are in no group: {shown}"],
+            "a parameter in no group is never updated: every parameter of "
+            "model.named_parameters() must go to exactly one of the groups.",
+        )
+
+    expected = {}
+    for group in parameter_groups(model, weight_decay):
+        for parameter in group["params"]:
+            expected[id(parameter)] = group["weight_decay"]
+    wrong = [
+        (names[key], where[0][1], expected[key])
+        for key, where in placed.items()
+        if not math.isclose(where[0][1], expected[key], rel_tol=1e-9, abs_tol=1e-12)
+    ]
+    if not wrong:
+        try:
+            torch.optim.AdamW(list(groups), lr=1e-3)
+        except Exception as error:
+            return Problem([f"torch.optim.AdamW(your_groups) fails: {_first_line(error)}"])
+        return None
+
+    def problem(selected: list[tuple[str, float, float]], hint: str) -> Problem:
+        name, got, want = selected[0]
+        lines = [f"{name} has weight_decay {got:g}; expected {want:g}"]
+        if len(selected) > 1:
+            lines.append(f"({len(selected)} parameters like it)")
+        return Problem(lines, hint)
+
+    layer_norms = [w for w in wrong if "LayerNorm" in w[0] and w[1] != 0.0]
+    if layer_norms:
+        return problem(
+            layer_norms,
+            "LayerNorm parameters must not decay: pulling a LayerNorm gain towards 0 switches its "
+            "unit off. Exclude every parameter of an nn.LayerNorm, its weight too, not only biases.",
+        )
+    biases = [w for w in wrong if w[0].endswith("bias") and w[1] != 0.0]
+    if biases:
+        return problem(
+            biases,
+            "biases must not decay (they shift, they do not scale): exclude every parameter whose "
+            "name ends in 'bias', cls.predictions.bias included.",
+        )
+    undecayed = [w for w in wrong if w[1] == 0.0]
+    if undecayed:
+        return problem(
+            undecayed,
+            "weight matrices and embeddings do decay: only biases and LayerNorm parameters go to "
+            "the group with weight_decay 0.",
+        )
+    return problem(
+        wrong,
+        f"use the weight_decay argument ({weight_decay:g}) for the decaying group instead of a "
+        "fixed number.",
+    )
+
+
+def check_parameter_groups(fn: Callable) -> bool:
+    """Grade `fn(model, weight_decay)` -> AdamW parameter groups, as `bertcourse.train.parameter_groups`.
+
+    Every parameter must be in exactly one group (the tied MLM decoder once);
+    biases and LayerNorm parameters get weight_decay 0, every other parameter
+    the weight_decay given. Any number of groups is accepted.
+    """
+
+    @functools.wraps(fn)
+    def graded(kind, weight_decay):
+        model = _groups_model(kind)
+        return model, fn(model, weight_decay)
+
+    cases = [
+        Case(
+            "BertForPreTraining (2 layers, 16 wide; the MLM decoder tied to the word embeddings), "
+            "weight_decay=0.01",
+            ("BertForPreTraining", 0.01),
+            0.01,
+        ),
+        Case("BertForMaskedLM, weight_decay=0.1", ("BertForMaskedLM", 0.1), 0.1),
+        Case("BertModel (encoder and pooler only), weight_decay=0.05", ("BertModel", 0.05), 0.05),
+        Case(
+            "BertForSequenceClassification, weight_decay=0.01",
+            ("BertForSequenceClassification", 0.01),
+            0.01,
+        ),
+    ]
+    return _run_cases(
+        "check_parameter_groups",
+        graded,
+        cases,
+        _parameter_groups_problem,
+        (),
+        "print, for every name in model.named_parameters(), the group it went to.",
+    )
+
+
+@dataclass(frozen=True)
+class _ScheduleCase:
+    warmup_steps: int
+    total_steps: int
+    steps: tuple[int, ...]
+    expected: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class _RaisedZeroDivision:
+    """The learner's function divided by zero at this step (returned, not raised, to give a hint)."""
+
+    step: int
+    where: str
+    message: str
+
+
+def _linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float:
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+_SCHEDULE_TOLERANCE = 1e-6  # a multiplier computed in float32 is fine
+_ZERO_WARMUP_HINT = (
+    "warmup_steps=0 (no warm-up) must work too: guard the division, e.g. "
+    "step / max(1, warmup_steps), or return the decay alone when there is no warm-up."
+)
+
+
+def _schedule_problem(spec: _ScheduleCase, answer: Any) -> Problem | None:
+    """Where the learner's multipliers leave BERT's schedule, with a hint that names the bug."""
+    w, total = spec.warmup_steps, spec.total_steps
+    values = []
+    for step, value in zip(spec.steps, answer, strict=True):
+        if isinstance(value, _RaisedZeroDivision):
+            return Problem(
+                [
+                    f"at step {step} your function raised ZeroDivisionError{value.where}: "
+                    f"{value.message}"
+                ],
+                _ZERO_WARMUP_HINT,
+            )
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        try:
+            values.append(float(value))
+        except (TypeError, ValueError):
+            return Problem(
+                [f"at step {step} your function returned a {type(value).__name__}, not a number"],
+                "return the multiplier as a Python float (e.g. 0.5), not a list or None.",
+            )
+    steps, expected = spec.steps, spec.expected
+    for step, value in zip(steps, values, strict=True):
+        if not math.isfinite(value):
+            hint = _ZERO_WARMUP_HINT if w == 0 else "a multiplier is a finite number in [0, 1]."
+            return Problem([f"at step {step} your function returned {value}"], hint, nonfinite=True)
+    wrong = [i for i in range(len(steps)) if abs(values[i] - expected[i]) > _SCHEDULE_TOLERANCE]
+    if not wrong:
+        return None
+
+    def lines(indices: list[int]) -> list[str]:
+        shown = [
+            f"step {steps[i]}: expected {expected[i]:.6g}, got {values[i]:.6g}" for i in indices
+        ]
+        return ["; ".join(shown[:3])]
+
+    in_warmup = [i for i in wrong if steps[i] < w]
+    if in_warmup:
+        warmup_indices = [i for i in range(len(steps)) if steps[i] < w]
+        if all(abs(values[i] - (steps[i] + 1) / w) <= _SCHEDULE_TOLERANCE for i in warmup_indices):
+            return Problem(
+                lines(in_warmup),
+                "off by one: the warm-up multiplier is step / warmup_steps, 0 at step 0 and exactly "
+                "1.0 at step warmup_steps; (step + 1) / warmup_steps peaks one step early.",
+            )
+        if values[in_warmup[0]] >= 1.0 - _SCHEDULE_TOLERANCE:
+            return Problem(
+                lines(in_warmup),
+                "there is no warm-up: for step < warmup_steps the multiplier must rise linearly "
+                "from 0 (step / warmup_steps) before the decay starts.",
+            )
+        return Problem(
+            lines(in_warmup),
+            "during the warm-up (step < warmup_steps) the multiplier is step / warmup_steps: "
+            "0 at step 0, rising linearly to 1.",
+        )
+    at_peak = [i for i in wrong if steps[i] == w]
+    if at_peak:
+        return Problem(
+            lines(at_peak),
+            f"off by one at the end of the warm-up: at step warmup_steps ({w}) the multiplier is "
+            "exactly 1.0, and the decay (total_steps - step) / (total_steps - warmup_steps) "
+            "starts from there.",
+        )
+    decaying = [i for i in wrong if w < steps[i] <= total]
+    if decaying:
+        decay_indices = [i for i in range(len(steps)) if w < steps[i] <= total]
+
+        def cosine(step: int) -> float:
+            return 0.5 * (1.0 + math.cos(math.pi * (step - w) / max(1, total - w)))
+
+        if all(abs(values[i] - cosine(steps[i])) <= _SCHEDULE_TOLERANCE for i in decay_indices):
+            return Problem(
+                lines(decaying),
+                "this is a cosine decay; BERT's schedule decays linearly: "
+                "(total_steps - step) / (total_steps - warmup_steps).",
+            )
+        at_end = [i for i in decay_indices if steps[i] == total]
+        if at_end and values[at_end[0]] > _SCHEDULE_TOLERANCE:
+            return Problem(
+                lines(sorted({decaying[0], at_end[0]})),
+                f"the multiplier must reach exactly 0 at step total_steps; yours stops at "
+                f"{values[at_end[0]]:.3g} (a floor). BERT's schedule decays all the way to 0.",
+            )
+        return Problem(
+            lines(decaying),
+            "after the warm-up the multiplier falls linearly from 1 at step warmup_steps to 0 at "
+            "step total_steps: (total_steps - step) / (total_steps - warmup_steps).",
+        )
+    after = [i for i in wrong if steps[i] > total]
+    if any(values[i] < 0 for i in after):
+        negative = [i for i in after if values[i] < 0]
+        return Problem(
+            lines(negative),
+            "past total_steps the linear formula goes negative, and a negative learning rate "
+            "climbs the loss: clamp it, max(0.0, ...).",
+        )
+    return Problem(lines(after), "past total_steps the multiplier stays 0.")
+
+
+def check_warmup_schedule(fn: Callable) -> bool:
+    """Grade `fn(step, warmup_steps, total_steps)` -> the learning-rate multiplier of BERT's schedule.
+
+    Linear warm-up from 0 to 1 over warmup_steps, then linear decay to 0 at
+    total_steps, and 0 afterwards (as `bertcourse.train.linear_warmup_decay`
+    and `transformers.get_linear_schedule_with_warmup`); warmup_steps=0 must
+    work.
+    """
+
+    @functools.wraps(fn)
+    def graded(warmup_steps, total_steps, steps):
+        answers = []
+        for step in steps:
+            try:
+                answers.append(fn(step, warmup_steps, total_steps))
+            except ZeroDivisionError as error:
+                where = _location(error, getattr(fn, "__name__", None))
+                answers.append(_RaisedZeroDivision(step, where, _first_line(error)))
+        return answers
+
+    def case(description: str, warmup_steps: int, total_steps: int, steps) -> Case:
+        steps = tuple(steps)
+        expected = tuple(_linear_warmup_decay(s, warmup_steps, total_steps) for s in steps)
+        spec = _ScheduleCase(warmup_steps, total_steps, steps, expected)
+        return Case(description, (warmup_steps, total_steps, steps), spec)
+
+    bert_steps = (0, 1, 5_000, 9_999, 10_000, 10_001, 500_000, 999_999, 1_000_000, 1_000_001)
+    cases = [
+        case("warmup_steps=10, total_steps=100, steps 0 to 104", 10, 100, range(105)),
+        case("warmup_steps=4, total_steps=12, steps 0 to 15", 4, 12, range(16)),
+        case("no warm-up: warmup_steps=0, total_steps=20, steps 0 to 22", 0, 20, range(23)),
+        case(
+            "BERT's own: warmup_steps=10,000, total_steps=1,000,000, ten steps from 0 to 1,000,001",
+            10_000,
+            1_000_000,
+            bert_steps,
+        ),
+    ]
+    return _run_cases(
+        "check_warmup_schedule",
+        graded,
+        cases,
+        _schedule_problem,
+        (),
+        "print your multiplier for steps 0 to 12 with warmup_steps=4, total_steps=10 and compare "
+        "with the chapter's plot.",
+    )
+
+
+# ----------------------------------------------------------------------------
+# Sentence pairs for next sentence prediction (chapter: next sentence prediction)
+# ----------------------------------------------------------------------------
+
+__all__.append("check_nsp_pairs")
+
+# Token ids of the synthetic documents say where they come from:
+# 10_000 * document + 100 * sentence + position, so every token of an answer can be traced back.
+_NSP_DOCUMENT_STRIDE, _NSP_SENTENCE_STRIDE = 10_000, 100
+_NSP_LABEL_NAMES = ("IsNext", "NotNext")
+_NSP_MIN_PAIRS_FOR_BALANCE = 100  # fewer pairs say too little about a 50% rate
+_NSP_BALANCE_STANDARD_ERRORS = 4.5  # a fair coin falls outside 4.5 standard errors ~1 in 150,000
+
+
+@dataclass(frozen=True)
+class _NspCase:
+    """What an answer of nsp_pairs is judged against."""
+
+    documents: list
+    max_tokens: int
+
+
+def _nsp_documents(seed: int, num_documents: int, sentences: tuple, lengths: tuple) -> list:
+    """Documents of (min, max) sentences of (min, max) tokens whose ids encode their origin."""
+    import random
+
+    rng = random.Random(seed)
+    return [
+        [
+            [
+                _NSP_DOCUMENT_STRIDE * d + _NSP_SENTENCE_STRIDE * s + k
+                for k in range(rng.randint(*lengths))
+            ]
+            for s in range(rng.randint(*sentences))
+        ]
+        for d in range(num_documents)
+    ]
+
+
+def _nsp_origin(spec: _NspCase, tokens: Sequence[int]) -> tuple[int, int] | None:
+    """(document, sentence) of a contiguous piece of one sentence, or None."""
+    places = set()
+    positions = []
+    for token in tokens:
+        if isinstance(token, bool) or not isinstance(token, int):
+            return None
+        document, rest = divmod(token, _NSP_DOCUMENT_STRIDE)
+        sentence, position = divmod(rest, _NSP_SENTENCE_STRIDE)
+        places.add((document, sentence))
+        positions.append(position)
+    if len(places) != 1:
+        return None
+    document, sentence = places.pop()
+    if not (0 <= document < len(spec.documents) and 0 <= sentence < len(spec.documents[document])):
+        return None
+    source = spec.documents[document][sentence]
+    if list(tokens) != source[positions[0] : positions[0] + len(tokens)]:
+        return None
+    return document, sentence
+
+
+def _nsp_longest_first(length_a: int, length_b: int, max_tokens: int) -> list[int]:
+    while length_a + length_b > max_tokens:
+        if length_a > length_b:
+            length_a -= 1
+        else:
+            length_b -= 1
+    return sorted((length_a, length_b))
+
+
+def _nsp_where(place: tuple[int, int]) -> str:
+    return f"sentence {place[1]} of document {place[0]}"
+
+
+def _nsp_problem(spec: _NspCase, answer: Any) -> Problem | None:
+    """The first rule an answer of nsp_pairs breaks, with a hint that names it."""
+    if not isinstance(answer, (list, tuple)):
+        return Problem(
+            [f"expected a list of (tokens_a, tokens_b, label) tuples, got {type(answer).__name__}"],
+            "collect the pairs in a list and return it.",
+        )
+    pairs = []
+    for number, pair in enumerate(answer):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 3:
+            return Problem(
+                [f"pair {number} is {pair!r:.80}, not a (tokens_a, tokens_b, label) tuple"],
+                "append (tokens_a, tokens_b, label) for each pair.",
+            )
+        tokens_a, tokens_b, label = pair
+        if isinstance(label, torch.Tensor) and label.numel() == 1:
+            label = label.item()
+        if label not in (0, 1) or isinstance(label, float):
+            return Problem(
+                [f"pair {number} has label {label!r}; labels are the ints 0 and 1"],
+                "0 means IsNext (B follows A), 1 means NotNext.",
+            )
+        if not isinstance(tokens_a, (list, tuple)) or not isinstance(tokens_b, (list, tuple)):
+            return Problem(
+                [f"pair {number}: tokens_a and tokens_b must be lists of token ids"],
+                "copy the sentences as lists: list(document[i]).",
+            )
+        if not tokens_a or not tokens_b:
+            side = "A" if not tokens_a else "B"
+            return Problem(
+                [
+                    f"pair {number}: segment {side} is empty ({len(tokens_a)} + {len(tokens_b)} tokens)"
+                ],
+                "every side needs at least one token. An empty side usually comes from the "
+                "truncation: remove tokens from the longer side, one at a time, until the pair "
+                "fits; that never empties a side.",
+            )
+        origin_a, origin_b = _nsp_origin(spec, tokens_a), _nsp_origin(spec, tokens_b)
+        if origin_a is None or origin_b is None:
+            return Problem(
+                [
+                    f"pair {number}: segment {'A' if origin_a is None else 'B'} is not a piece of one "
+                    "sentence of the documents"
+                ],
+                "each side is one sentence (or what truncation leaves of it), copied from the "
+                "documents you were given.",
+            )
+        pairs.append((number, tokens_a, tokens_b, int(label), origin_a, origin_b))
+
+    expected_firsts = {
+        (d, s) for d, document in enumerate(spec.documents) for s in range(len(document) - 1)
+    }
+    firsts = [origin_a for _, _, _, _, origin_a, _ in pairs]
+    if sorted(firsts) != sorted(expected_firsts):
+        missing = sorted(expected_firsts - set(firsts))
+        extra = sorted(set(firsts) - expected_firsts) or sorted(
+            {f for f in firsts if firsts.count(f) > 1}
+        )
+        detail = (
+            f"no pair starts with {_nsp_where(missing[0])}"
+            if missing
+            else f"A = {_nsp_where(extra[0])} is not expected (or comes twice)"
+        )
+        return Problem(
+            [
+                f"expected {len(expected_firsts)} pairs, one per sentence that has a next "
+                f"sentence; got {len(pairs)}: {detail}"
+            ],
+            "loop over every document and over position in range(len(document) - 1): A is "
+            "document[position]; the last sentence of a document has no next sentence.",
+        )
+
+    def is_next(a: tuple[int, int], b: tuple[int, int]) -> bool:
+        return a[0] == b[0] and b[1] == a[1] + 1
+
+    next_but_labelled_1 = [p for p in pairs if p[3] == 1 and is_next(p[4], p[5])]
+    other_but_labelled_0 = [p for p in pairs if p[3] == 0 and p[4][0] != p[5][0]]
+    if next_but_labelled_1 and other_but_labelled_0:
+        number, _, _, _, a, b = next_but_labelled_1[0]
+        return Problem(
+            [
+                f"pair {number}: B = {_nsp_where(b)} follows A = {_nsp_where(a)}, "
+                "but the label is 1 (NotNext)"
+            ],
+            "the labels are swapped: 0 means IsNext (B is the next sentence), 1 means NotNext "
+            "(B from another document).",
+        )
+    for number, _, _, label, a, b in pairs:
+        if label == 1 and b[0] == a[0]:
+            return Problem(
+                [
+                    f"pair {number} is NotNext (label 1), but A = {_nsp_where(a)} and "
+                    f"B = {_nsp_where(b)} come from the same document"
+                ],
+                "a NotNext B comes from another document: draw its index among the others, "
+                "e.g. other = rng.randrange(len(documents) - 1), plus 1 if other >= index.",
+            )
+        if label == 0 and not is_next(a, b):
+            where = "the same document" if b[0] == a[0] else "another document"
+            return Problem(
+                [
+                    f"pair {number} is IsNext (label 0), but B = {_nsp_where(b)} ({where}) is not "
+                    f"the sentence after A = {_nsp_where(a)}"
+                ],
+                "an IsNext B is the sentence right after A: document[position + 1], not a "
+                "random sentence.",
+            )
+    for number, tokens_a, tokens_b, _, a, b in pairs:
+        total = len(tokens_a) + len(tokens_b)
+        if total > spec.max_tokens:
+            return Problem(
+                [
+                    f"pair {number} has {len(tokens_a)} + {len(tokens_b)} = {total} tokens, "
+                    f"more than max_tokens = {spec.max_tokens}"
+                ],
+                "truncate each pair: while len(tokens_a) + len(tokens_b) > max_tokens, remove "
+                "one token from the longer side.",
+            )
+        full_a = len(spec.documents[a[0]][a[1]])
+        full_b = len(spec.documents[b[0]][b[1]])
+        expected = _nsp_longest_first(full_a, full_b, spec.max_tokens)
+        if sorted((len(tokens_a), len(tokens_b))) != expected:
+            return Problem(
+                [
+                    f"pair {number}: sentences of {full_a} and {full_b} tokens became "
+                    f"{len(tokens_a)} + {len(tokens_b)} with max_tokens = {spec.max_tokens}; "
+                    f"longest-first truncation keeps {expected[1]} + {expected[0]}"
+                ],
+                "truncate longest-first, one token at a time from the longer side, and only "
+                "while the pair is too long (a pair that fits keeps every token).",
+            )
+    if len(pairs) >= _NSP_MIN_PAIRS_FOR_BALANCE:
+        rate = sum(p[3] for p in pairs) / len(pairs)
+        tolerance = _NSP_BALANCE_STANDARD_ERRORS * 0.5 / math.sqrt(len(pairs))
+        if abs(rate - 0.5) > tolerance:
+            return Problem(
+                [
+                    f"{rate:.1%} of the {len(pairs)} pairs are NotNext; expected 50% "
+                    f"(± {tolerance:.1%})"
+                ],
+                "flip a fair coin for each pair with the rng you are given: IsNext if "
+                "rng.random() < 0.5, else NotNext.",
+            )
+    return None
+
+
+def check_nsp_pairs(fn: Callable) -> bool:
+    """Grade `fn(documents, rng, max_tokens)` -> [(tokens_a, tokens_b, label)], a simple NSP builder.
+
+    documents: lists of sentences of token ids; rng: a random.Random. One pair for every
+    sentence that has a next sentence: A is that sentence; B is the next sentence (label 0,
+    IsNext) or, with probability 1/2, a random sentence of another document (label 1,
+    NotNext); then longest-first truncation to max_tokens. The pairs are random, so the
+    checker checks rules instead of comparing with one answer: every token id of its
+    synthetic documents says which document and sentence it comes from.
+    """
+    if not callable(fn):
+        return _run_cases("check_nsp_pairs", fn, [], _nsp_problem)
+    import random
+
+    @functools.wraps(fn)
+    def with_fresh_rng(documents: list, seed: int, max_tokens: int) -> Any:
+        return fn(documents, random.Random(seed), max_tokens)
+
+    def add(description: str, seed: int, documents: list, max_tokens: int) -> Case:
+        return Case(description, (documents, seed, max_tokens), _NspCase(documents, max_tokens))
+
+    cases = [
+        add(
+            "3 documents of 6 to 10 sentences of 2 to 12 tokens, max_tokens 30",
+            1,
+            _nsp_documents(11, 3, (6, 10), (2, 12)),
+            30,
+        ),
+        add(
+            "2 documents: a NotNext B must come from the other one; max_tokens 64",
+            2,
+            _nsp_documents(12, 2, (4, 8), (1, 20)),
+            64,
+        ),
+        add(
+            "300 documents of 1 to 12 sentences of 1 to 30 tokens, max_tokens 24 (many pairs "
+            "are truncated)",
+            3,
+            _nsp_documents(13, 300, (1, 12), (1, 30)),
+            24,
+        ),
+        add(
+            "sentences of 3 to 6 tokens, max_tokens 3 (every pair is truncated)",
+            4,
+            _nsp_documents(14, 20, (2, 6), (3, 6)),
+            3,
+        ),
+        add(
+            "one long document and many one-sentence ones, max_tokens 40",
+            5,
+            [_nsp_documents(15, 1, (30, 30), (5, 25))[0]]
+            + [[[_NSP_DOCUMENT_STRIDE * d + k for k in range(7)]] for d in range(1, 6)],
+            40,
+        ),
+    ]
+    return _run_cases(
+        "check_nsp_pairs",
+        with_fresh_rng,
+        cases,
+        _nsp_problem,
+        (),
+        "print a few of your pairs for a small document by hand and check each rule of the "
+        "exercise.",
+    )

@@ -907,3 +907,578 @@ def test_checking_names_other_errors(capsys):
             torch.ones(2, 3) @ torch.ones(2, 3)
     assert "RuntimeError" in failure.value.message and "HINT:" in failure.value.message
     assert capsys.readouterr().out == ""
+
+
+# ----------------------------------------------------------------------------
+# check_mask_tokens (chapter: masked language modelling)
+# ----------------------------------------------------------------------------
+
+from bertcourse.data import mask_tokens as package_mask_tokens  # noqa: E402
+from bertcourse.exercises import check_mask_tokens  # noqa: E402
+
+
+def mask_tokens(
+    input_ids,
+    special_tokens_mask,
+    vocab_size,
+    mask_token_id,
+    mlm_probability=0.15,
+    generator=None,
+    *,
+    fixed_probability=None,
+    exclude_specials=True,
+    invert_with_tilde=False,
+    label_everything=False,
+    mask_share=0.8,
+    random_share=0.1,
+    corrupt_unchosen=False,
+    random_vocab_size=None,
+    labels_from_inputs=False,
+    use_generator=True,
+):
+    """The chapter's masking, with switches that plant one bug each."""
+    generator = generator if use_generator else None
+    probability = fixed_probability or mlm_probability
+    shape = input_ids.shape
+    chosen = torch.rand(shape, generator=generator) < probability  # (B, T)
+    if invert_with_tilde:  # on 0/1 integers ~ gives -1/-2, both nonzero: nothing is excluded
+        chosen &= (~special_tokens_mask) != 0
+    elif exclude_specials:
+        chosen &= ~special_tokens_mask.bool()
+    action = torch.rand(shape, generator=generator)  # (B, T)
+    to_mask = chosen & (action < mask_share)
+    to_random = (action >= mask_share) & (action < mask_share + random_share)
+    if not corrupt_unchosen:
+        to_random &= chosen
+    random_ids = torch.randint(random_vocab_size or vocab_size, shape, generator=generator)
+    inputs = input_ids.masked_fill(to_mask, mask_token_id)
+    inputs = torch.where(to_random, random_ids, inputs)
+    source = inputs if labels_from_inputs else input_ids
+    labels = source.clone() if label_everything else source.masked_fill(~chosen, -100)
+    return inputs, labels
+
+
+def mask_tokens_conditional(
+    input_ids, special_tokens_mask, vocab_size, mask_token_id, mlm_probability=0.15, generator=None
+):
+    """The transformers recipe: Bernoulli draws, [MASK] with 0.8, then random with 0.1 / 0.2."""
+    probabilities = torch.full(input_ids.shape, mlm_probability)
+    probabilities.masked_fill_(special_tokens_mask.bool(), 0.0)
+    chosen = torch.bernoulli(probabilities, generator=generator).bool()
+    to_mask = torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=generator).bool()
+    to_mask &= chosen
+    to_random = torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=generator).bool()
+    to_random &= chosen & ~to_mask
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    inputs = input_ids.masked_fill(to_mask, mask_token_id)
+    inputs = torch.where(to_random, random_ids, inputs)
+    return inputs, input_ids.masked_fill(~chosen, -100)
+
+
+def masking_bug(name, **bug):
+    """mask_tokens with one bug planted, under a name that says which."""
+
+    def masking(
+        input_ids,
+        special_tokens_mask,
+        vocab_size,
+        mask_token_id,
+        mlm_probability=0.15,
+        generator=None,
+    ):
+        return mask_tokens(
+            input_ids,
+            special_tokens_mask,
+            vocab_size,
+            mask_token_id,
+            mlm_probability,
+            generator,
+            **bug,
+        )
+
+    masking.__name__ = masking.__qualname__ = name
+    return masking
+
+
+MASKING_BUGS = [
+    (masking_bug("chooses_specials", exclude_specials=False), "special_tokens_mask is True"),
+    (masking_bug("labels_everywhere", label_everything=True), "-100 wherever"),
+    (masking_bug("always_mask", mask_share=1.0, random_share=0.0), "80% become [MASK]"),
+    (masking_bug("half_of_the_tokens", fixed_probability=0.5), "probability mlm_probability"),
+    (masking_bug("ignores_mlm_probability", fixed_probability=0.15), "mlm_probability argument"),
+    (masking_bug("random_ids_everywhere", corrupt_unchosen=True), "only chosen tokens may change"),
+    (masking_bug("labels_from_corrupted_inputs", labels_from_inputs=True), "original token id"),
+    (masking_bug("ignores_generator", use_generator=False), "`generator` argument"),
+    (masking_bug("random_ids_from_five", random_vocab_size=5), "uniformly from the whole vocab"),
+    (masking_bug("int_mask_inverted", invert_with_tilde=True), ".bool()"),
+]
+PLANTED[check_mask_tokens] = (mask_tokens, MASKING_BUGS)
+
+
+@pytest.mark.parametrize(
+    "solution",
+    [mask_tokens, mask_tokens_conditional, package_mask_tokens],
+    ids=lambda f: f.__name__,
+)
+def test_check_mask_tokens_passes_correct_masking(solution, capsys):
+    assert check_mask_tokens(solution) is True
+    assert capsys.readouterr().out.strip() == "✓ check_mask_tokens: all 6 cases passed"
+
+
+@pytest.mark.parametrize(("bug", "keyword"), MASKING_BUGS, ids=lambda b: getattr(b, "__name__", ""))
+def test_check_mask_tokens_rejects_planted_bug(bug, keyword, capsys):
+    with pytest.raises(ExerciseFailed) as failure:
+        check_mask_tokens(bug)
+    message = failure.value.message
+    assert message.startswith("✗ check_mask_tokens: case ")
+    assert keyword in message, message
+    assert "HINT: " in message
+    assert len(message.splitlines()) <= 6, message
+    assert "✓" not in capsys.readouterr().out
+
+
+def test_check_mask_tokens_reports_stubs_and_odd_answers():
+    def my_mask_tokens(
+        input_ids,
+        special_tokens_mask,
+        vocab_size,
+        mask_token_id,
+        mlm_probability=0.15,
+        generator=None,
+    ):
+        raise NotImplementedError
+
+    with pytest.raises(ExerciseFailed, match="^Not implemented yet: .* in my_mask_tokens with"):
+        check_mask_tokens(my_mask_tokens)
+
+    def returns_one_tensor(
+        input_ids,
+        special_tokens_mask,
+        vocab_size,
+        mask_token_id,
+        mlm_probability=0.15,
+        generator=None,
+    ):
+        return input_ids
+
+    with pytest.raises(ExerciseFailed, match="expected a pair"):
+        check_mask_tokens(returns_one_tensor)
+    with pytest.raises(ExerciseFailed, match="expects your function itself"):
+        check_mask_tokens(None)
+
+
+def test_check_mask_tokens_leaves_the_global_random_state_alone():
+    state = torch.random.get_rng_state()
+    with pytest.raises(ExerciseFailed):
+        check_mask_tokens(masking_bug("ignores_generator", use_generator=False))
+    check_mask_tokens(mask_tokens)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+# ----------------------------------------------------------------------------
+# check_parameter_groups and check_warmup_schedule (chapter: the pretraining run)
+# ----------------------------------------------------------------------------
+
+from bertcourse.exercises import check_parameter_groups, check_warmup_schedule  # noqa: E402
+from bertcourse.train import linear_warmup_decay, parameter_groups  # noqa: E402
+
+
+def weight_decay_groups(
+    model,
+    weight_decay,
+    *,
+    exempt_layer_norms=True,
+    exempt_biases=True,
+    every_name=False,
+    drop_layer_norms=False,
+    layer_norms_in_both=False,
+    fixed_decay=None,
+):
+    """The chapter's two AdamW groups by parameter name, with switches that plant one bug each."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters(remove_duplicate=not every_name):
+        is_layer_norm = "LayerNorm" in name
+        if (exempt_biases and name.endswith("bias")) or (exempt_layer_norms and is_layer_norm):
+            if drop_layer_norms and is_layer_norm:
+                continue
+            no_decay.append(parameter)
+            if layer_norms_in_both and is_layer_norm:
+                decay.append(parameter)
+        else:
+            decay.append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay if fixed_decay is None else fixed_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def groups_by_module_type(model, weight_decay):
+    """Another correct answer: one group per parameter, LayerNorm found by its module type."""
+    layer_norm_ids = {
+        id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()
+    }
+    return [
+        {
+            "params": [parameter],
+            "weight_decay": 0.0
+            if name.endswith("bias") or id(parameter) in layer_norm_ids
+            else weight_decay,
+        }
+        for name, parameter in model.named_parameters()
+    ]
+
+
+def groups_bug(name, **bug):
+    def groups(model, weight_decay):
+        return weight_decay_groups(model, weight_decay, **bug)
+
+    groups.__name__ = groups.__qualname__ = name
+    return groups
+
+
+def groups_as_names(model, weight_decay):
+    groups = weight_decay_groups(model, weight_decay)
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [{**g, "params": [names[id(p)] for p in g["params"]]} for g in groups]
+
+
+def groups_without_decay_key(model, weight_decay):
+    decay, no_decay = weight_decay_groups(model, weight_decay)
+    return [decay, {"params": no_decay["params"]}]
+
+
+def groups_of_copies(model, weight_decay):
+    return [
+        {**g, "params": [p.detach().clone() for p in g["params"]]}
+        for g in weight_decay_groups(model, weight_decay)
+    ]
+
+
+PARAMETER_GROUP_BUGS = [
+    (groups_bug("decays_layer_norms", exempt_layer_norms=False), "LayerNorm parameters must not"),
+    (groups_bug("decays_biases", exempt_biases=False), "biases must not decay"),
+    (groups_bug("forgets_layer_norms", drop_layer_norms=True), "in no group"),
+    (groups_bug("layer_norms_in_both", layer_norms_in_both=True), "exactly one group"),
+    (groups_bug("ignores_weight_decay", fixed_decay=0.01), "weight_decay argument"),
+    (groups_bug("tied_decoder_twice", every_name=True), "tied tensor"),
+    (groups_bug("nothing_decays", fixed_decay=0.0), "weight matrices and embeddings do decay"),
+    (groups_as_names, "not their names"),
+    (groups_without_decay_key, "no 'weight_decay' entry"),
+    (groups_of_copies, "not a parameter of the model"),
+]
+PLANTED[check_parameter_groups] = (weight_decay_groups, PARAMETER_GROUP_BUGS)
+
+
+@pytest.mark.parametrize(
+    "solution",
+    [weight_decay_groups, groups_by_module_type, parameter_groups],
+    ids=lambda f: f.__name__,
+)
+def test_check_parameter_groups_passes_correct_groups(solution, capsys):
+    assert check_parameter_groups(solution) is True
+    assert capsys.readouterr().out.strip() == "✓ check_parameter_groups: all 4 cases passed"
+
+
+@pytest.mark.parametrize(
+    ("bug", "keyword"), PARAMETER_GROUP_BUGS, ids=lambda b: getattr(b, "__name__", "")
+)
+def test_check_parameter_groups_rejects_planted_bug(bug, keyword, capsys):
+    with pytest.raises(ExerciseFailed) as failure:
+        check_parameter_groups(bug)
+    message = failure.value.message
+    assert message.startswith("✗ check_parameter_groups: case ")
+    assert keyword in message, message
+    assert "HINT: " in message
+    assert len(message.splitlines()) <= 6, message
+    assert "✓" not in capsys.readouterr().out
+
+
+def test_check_parameter_groups_names_the_tied_parameter():
+    with pytest.raises(ExerciseFailed) as failure:
+        check_parameter_groups(groups_bug("tied_decoder_twice", every_name=True))
+    assert "cls.predictions.decoder.weight" in failure.value.message
+
+
+def test_check_parameter_groups_reports_stubs_and_keeps_the_random_state():
+    def my_parameter_groups(model, weight_decay):
+        raise NotImplementedError
+
+    with pytest.raises(ExerciseFailed, match="^Not implemented yet: .* in my_parameter_groups"):
+        check_parameter_groups(my_parameter_groups)
+    state = torch.random.get_rng_state()
+    check_parameter_groups(weight_decay_groups)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    with pytest.raises(ExerciseFailed, match="list of parameter-group dicts"):
+        check_parameter_groups(lambda model, weight_decay: {"params": list(model.parameters())})
+
+
+def warmup_schedule(step, warmup_steps, total_steps):
+    """The chapter's multiplier: linear warm-up, then linear decay to 0."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def warmup_schedule_as_transformers(step, warmup_steps, total_steps):
+    """Another correct answer: the lambda inside transformers.get_linear_schedule_with_warmup."""
+    import transformers
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    return schedule.lr_lambdas[0](step)
+
+
+def warmup_schedule_float32_tensor(step, warmup_steps, total_steps):
+    """Also correct: computed with float32 tensors (LambdaLR accepts a 0-d tensor's value)."""
+    step = torch.tensor(step, dtype=torch.float32)
+    warmup = torch.tensor(max(1, warmup_steps), dtype=torch.float32)
+    if step < warmup_steps:
+        return step / warmup
+    return torch.clamp((total_steps - step) / max(1, total_steps - warmup_steps), min=0.0)
+
+
+def schedule_no_warmup(step, warmup_steps, total_steps):
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def schedule_warmup_one_early(step, warmup_steps, total_steps):
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return warmup_schedule(step, warmup_steps, total_steps)
+
+
+def schedule_decay_off_by_one(step, warmup_steps, total_steps):
+    if step < warmup_steps:
+        return step / warmup_steps
+    return max(0.0, (total_steps - step) / (total_steps - warmup_steps + 1))
+
+
+def schedule_with_floor(step, warmup_steps, total_steps):
+    if step < warmup_steps:
+        return step / warmup_steps
+    return max(0.1, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def schedule_cosine(step, warmup_steps, total_steps):
+    if step < warmup_steps:
+        return step / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def schedule_goes_negative(step, warmup_steps, total_steps):
+    if step < warmup_steps:
+        return step / warmup_steps
+    return (total_steps - step) / max(1, total_steps - warmup_steps)
+
+
+def schedule_divides_by_zero(step, warmup_steps, total_steps):
+    return max(0.0, min(step / warmup_steps, (total_steps - step) / (total_steps - warmup_steps)))
+
+
+def schedule_as_tensor_without_guard(step, warmup_steps, total_steps):
+    step, warmup = torch.tensor(float(step)), torch.tensor(float(warmup_steps))
+    return torch.clamp(
+        torch.minimum(step / warmup, (total_steps - step) / (total_steps - warmup)), 0
+    )
+
+
+WARMUP_BUGS = [
+    (schedule_no_warmup, "there is no warm-up"),
+    (schedule_warmup_one_early, "off by one"),
+    (schedule_decay_off_by_one, "off by one at the end of the warm-up"),
+    (schedule_with_floor, "a floor"),
+    (schedule_cosine, "cosine"),
+    (schedule_goes_negative, "max(0.0, ...)"),
+    (schedule_divides_by_zero, "warmup_steps=0"),
+    (schedule_as_tensor_without_guard, "warmup_steps=0"),
+]
+PLANTED[check_warmup_schedule] = (warmup_schedule, WARMUP_BUGS)
+
+
+@pytest.mark.parametrize(
+    "solution",
+    [
+        warmup_schedule,
+        warmup_schedule_as_transformers,
+        warmup_schedule_float32_tensor,
+        linear_warmup_decay,
+    ],
+    ids=lambda f: f.__name__,
+)
+def test_check_warmup_schedule_passes_correct_schedules(solution, capsys):
+    assert check_warmup_schedule(solution) is True
+    assert capsys.readouterr().out.strip() == "✓ check_warmup_schedule: all 4 cases passed"
+
+
+@pytest.mark.parametrize(("bug", "keyword"), WARMUP_BUGS, ids=lambda b: getattr(b, "__name__", ""))
+def test_check_warmup_schedule_rejects_planted_bug(bug, keyword, capsys):
+    with pytest.raises(ExerciseFailed) as failure:
+        check_warmup_schedule(bug)
+    message = failure.value.message
+    assert message.startswith("✗ check_warmup_schedule: case ")
+    assert keyword in message, message
+    assert "HINT: " in message
+    assert len(message.splitlines()) <= 6, message
+    assert "✓" not in capsys.readouterr().out
+
+
+def test_check_warmup_schedule_names_the_line_that_divides_by_zero():
+    with pytest.raises(ExerciseFailed) as failure:
+        check_warmup_schedule(schedule_divides_by_zero)
+    assert "case 3 of 4" in failure.value.message
+    assert "ZeroDivisionError at line " in failure.value.message
+
+
+def test_check_warmup_schedule_reports_stubs_and_odd_answers():
+    def lr_multiplier(step, warmup_steps, total_steps):
+        raise NotImplementedError
+
+    with pytest.raises(ExerciseFailed, match="^Not implemented yet: .* in lr_multiplier with"):
+        check_warmup_schedule(lr_multiplier)
+    with pytest.raises(ExerciseFailed, match="not a number"):
+        check_warmup_schedule(lambda step, warmup_steps, total_steps: None)
+
+
+# ----------------------------------------------------------------------------
+# check_nsp_pairs (chapter: next sentence prediction)
+# ----------------------------------------------------------------------------
+
+from bertcourse.exercises import check_nsp_pairs  # noqa: E402
+
+
+def nsp_pairs(
+    documents,
+    rng,
+    max_tokens,
+    *,
+    not_next_from="other",
+    is_next_b="next",
+    swap_labels=False,
+    truncate="longest",
+    not_next_rate=0.5,
+):
+    """The chapter's simple pair builder, with switches that plant one bug each."""
+    pairs = []
+    for index, document in enumerate(documents):
+        for position in range(len(document) - 1):
+            tokens_a = list(document[position])
+            if rng.random() >= not_next_rate:
+                label = 0
+                b = document[position + 1] if is_next_b == "next" else rng.choice(document)
+            else:
+                label = 1
+                if not_next_from == "other":
+                    other = rng.randrange(len(documents) - 1)
+                    other += other >= index
+                    b = rng.choice(documents[other])
+                else:
+                    b = rng.choice(document)
+            tokens_b = list(b)
+            if truncate == "longest":
+                while len(tokens_a) + len(tokens_b) > max_tokens:
+                    longer = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+                    del longer[0 if rng.random() < 0.5 else -1]  # either end, as the original
+            elif truncate == "b_only":
+                tokens_b = tokens_b[: max(0, max_tokens - len(tokens_a))]
+            elif truncate == "a_only":
+                tokens_a = tokens_a[: max(0, max_tokens - len(tokens_b))]
+            if swap_labels:
+                label = 1 - label
+            pairs.append((tokens_a, tokens_b, label))
+    return pairs
+
+
+def nsp_pairs_by_sampling(documents, rng, max_tokens):
+    """Another correct answer: labels drawn first, B from a shuffled list of other documents."""
+    labels = {}
+    for index, document in enumerate(documents):
+        for position in range(len(document) - 1):
+            labels[index, position] = int(rng.random() < 0.5)
+    pairs = []
+    for (index, position), label in labels.items():
+        if label == 0:
+            b = documents[index][position + 1]
+        else:
+            others = [d for d in range(len(documents)) if d != index]
+            b = rng.choice(documents[rng.choice(others)])
+        a, b = list(documents[index][position]), list(b)
+        while len(a) + len(b) > max_tokens:
+            (a if len(a) > len(b) else b).pop()
+        pairs.append((a, b, label))
+    return pairs[::-1]
+
+
+def nsp_bug(name, **bug):
+    def pairs(documents, rng, max_tokens):
+        return nsp_pairs(documents, rng, max_tokens, **bug)
+
+    pairs.__name__ = pairs.__qualname__ = name
+    return pairs
+
+
+def nsp_pairs_skip_last_document(documents, rng, max_tokens):
+    return nsp_pairs(documents[:-1], rng, max_tokens)
+
+
+NSP_PAIR_BUGS = [
+    (nsp_bug("not_next_from_same_document", not_next_from="same"), "another document"),
+    (nsp_bug("is_next_random_sentence", is_next_b="random"), "right after A"),
+    (nsp_bug("labels_swapped", swap_labels=True), "labels are swapped"),
+    (nsp_bug("no_truncation", truncate="none"), "truncate each pair"),
+    (nsp_bug("always_is_next", not_next_rate=0.0), "fair coin"),
+    (nsp_bug("b_truncated_to_what_is_left", truncate="b_only"), "is empty"),
+    (nsp_bug("a_truncated_only", truncate="a_only"), "longer side"),
+    (nsp_bug("mostly_not_next", not_next_rate=0.7), "expected 50%"),
+    (nsp_pairs_skip_last_document, "one per sentence that has a next sentence"),
+]
+PLANTED[check_nsp_pairs] = (nsp_pairs, NSP_PAIR_BUGS)
+
+
+@pytest.mark.parametrize("solution", [nsp_pairs, nsp_pairs_by_sampling], ids=lambda f: f.__name__)
+def test_check_nsp_pairs_passes_correct_builders(solution, capsys):
+    assert check_nsp_pairs(solution) is True
+    assert capsys.readouterr().out.strip() == "✓ check_nsp_pairs: all 5 cases passed"
+
+
+@pytest.mark.parametrize(
+    ("bug", "keyword"), NSP_PAIR_BUGS, ids=lambda b: getattr(b, "__name__", "")
+)
+def test_check_nsp_pairs_rejects_planted_bug(bug, keyword, capsys):
+    with pytest.raises(ExerciseFailed) as failure:
+        check_nsp_pairs(bug)
+    message = failure.value.message
+    assert message.startswith("✗ check_nsp_pairs: case ")
+    assert keyword in message, message
+    assert "HINT: " in message
+    assert len(message.splitlines()) <= 6, message
+    assert "✓" not in capsys.readouterr().out
+
+
+def test_check_nsp_pairs_gives_each_call_a_fresh_rng():
+    calls = []
+
+    def records_first_draw(documents, rng, max_tokens):
+        calls.append(rng.random())
+        return nsp_pairs(documents, rng, max_tokens)
+
+    check_nsp_pairs(records_first_draw)
+    assert len(calls) == 5 and len(set(calls)) == 5  # one seeded Random per case, not shared
+
+
+def test_check_nsp_pairs_reports_stubs_and_odd_answers():
+    def my_nsp_pairs(documents, rng, max_tokens):
+        raise NotImplementedError
+
+    with pytest.raises(ExerciseFailed, match="^Not implemented yet: .* in my_nsp_pairs with"):
+        check_nsp_pairs(my_nsp_pairs)
+    with pytest.raises(ExerciseFailed, match="list of \\(tokens_a, tokens_b, label\\) tuples"):
+        check_nsp_pairs(lambda documents, rng, max_tokens: None)
+    with pytest.raises(ExerciseFailed, match="labels are the ints 0 and 1"):
+        check_nsp_pairs(
+            lambda documents, rng, max_tokens: [
+                (a, b, "IsNext") for a, b, _ in nsp_pairs(documents, rng, max_tokens)
+            ]
+        )
+    with pytest.raises(ExerciseFailed, match="expects your function itself"):
+        check_nsp_pairs(None)
