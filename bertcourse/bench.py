@@ -19,6 +19,7 @@ import statistics
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 
@@ -48,6 +49,16 @@ def make_batch(config: BertConfig, batch: int, length: int, padding: float, devi
     attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
     input_ids = input_ids.masked_fill(attention_mask == 0, config.pad_token_id)
     return input_ids.to(device), token_type_ids.to(device), attention_mask.to(device)
+
+
+AMP_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def mixed_precision(device: torch.device, dtype: str):
+    """The autocast context for `dtype` ("float32" runs without autocast)."""
+    if AMP_DTYPES[dtype] is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[dtype])
 
 
 def _synchronize(device: torch.device) -> None:
@@ -103,12 +114,7 @@ def run(
     if compile:
         ours, reference = torch.compile(ours), torch.compile(reference)
     batch_tensors = make_batch(config, batch, seq_len, padding, device)
-    amp_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-
-    def autocast():
-        if amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=amp_dtype)
+    autocast = partial(mixed_precision, device, dtype)
 
     # A speed ratio only means something if both models compute the same thing.
     ours.eval()
@@ -237,12 +243,7 @@ def run_pretraining(
         labels=labels,
         next_sentence_label=next_sentence_label,
     )
-    amp_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-
-    def autocast():
-        if amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=amp_dtype)
+    autocast = partial(mixed_precision, device, dtype)
 
     ours.eval()
     reference.eval()
