@@ -26,7 +26,6 @@ import re
 import socket
 import sys
 import sysconfig
-import tempfile
 import threading
 import tokenize
 import warnings
@@ -39,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import torch
+
+from .files import atomic_save_file
 
 if TYPE_CHECKING:  # `datasets` takes a second to import: only the functions that need it do
     import datasets
@@ -516,12 +517,9 @@ def _write_cache(path: Path, documents: list[Document]) -> None:
         "license": OFFLINE_CORPUS_LICENSE,
         "documents": [{"id": d.id, "sentences": d.sentences} for d in documents],
     }
+    text = json.dumps(payload, ensure_ascii=False)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(payload, file, ensure_ascii=False)
-        os.replace(temporary, path)
+        atomic_save_file(lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), path)
     except OSError as error:  # a read-only home: the corpus still works, only slower next time
         print(f"bertcourse: could not cache the offline corpus at {path}: {error}", file=sys.stderr)
 

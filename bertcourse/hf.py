@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from .config import BertConfig
+from .files import atomic_save_file
 
 MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 # Buffers that older `transformers` versions saved in checkpoints; they are
@@ -292,20 +292,6 @@ def to_hf(model: torch.nn.Module):
     hf_model.load_state_dict(model.state_dict(), strict=True)
     hf_model.train(model.training)
     return hf_model
-
-
-def atomic_save_file(write: Any, path: str | os.PathLike) -> None:
-    """Call write(tmp_path), then rename onto `path`: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Path:

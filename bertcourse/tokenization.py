@@ -25,7 +25,6 @@ import heapq
 import json
 import math
 import os
-import tempfile
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,6 +32,8 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+
+from .files import atomic_save_file
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -736,8 +737,6 @@ class BertTokenizer:
 
     def save_vocabulary(self, directory: str | os.PathLike) -> Path:
         """Write vocab.txt (and tokenizer_config.json) so `transformers.BertTokenizer` can load them."""
-        from .hf import atomic_save_file
-
         directory = Path(directory)
         tokens = [self.ids_to_tokens[i] for i in range(len(self.ids_to_tokens))]
         atomic_save_file(
@@ -1074,15 +1073,8 @@ def save_vocab(vocab: Sequence[str], path: str | os.PathLike) -> Path:
     bad = [token for token in vocab if not token or "\n" in token or "\r" in token]
     if bad:
         raise ValueError(f"Tokens must be non-empty and on one line; got {bad[:5]!r}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write("".join(token + "\n" for token in vocab))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = "".join(token + "\n" for token in vocab)
+    atomic_save_file(lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline="\n"), path)
     return path
 
 

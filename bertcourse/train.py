@@ -53,6 +53,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import ConfigError
+from .files import atomic_save_file
 
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -534,8 +535,6 @@ class MetricsLog:
             records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             self.records = [r for r in records if r.get("step", 0) <= up_to_step]
         if self.enabled:
-            from .hf import atomic_save_file
-
             text = "".join(json.dumps(r) + "\n" for r in self.records)
             atomic_save_file(lambda tmp: Path(tmp).write_text(text), path)
             self._rewrite_csv()
@@ -553,8 +552,6 @@ class MetricsLog:
             self._rewrite_csv()
 
     def _rewrite_csv(self) -> None:
-        from .hf import atomic_save_file
-
         self.csv_columns = list(dict.fromkeys(key for record in self.records for key in record))
 
         def write(tmp: str) -> None:
