@@ -501,8 +501,26 @@ class BertForPreTraining(_TiedMLMMixin, BertPreTrainedModel):
         )
 
 
-class _LabelledHeadMixin:
-    """num_labels / label names for the classification heads, shared with transformers' config."""
+class _LabelledClassifier(BertPreTrainedModel):
+    """The encoder, dropout and a linear classifier over `num_labels` named labels.
+
+    Shared by the sequence and token classifiers; they differ only in what they
+    classify (the pooled [CLS] vector, or every token) and so whether the encoder
+    keeps its pooler. Label names travel with transformers' config.
+    """
+
+    allowed_missing_prefixes = ("classifier.",)
+    uses_pooler = True
+
+    def __init__(
+        self, config: BertConfig, num_labels: int = 2, id2label: dict[int, str] | None = None
+    ):
+        super().__init__(config)
+        self._set_labels(num_labels, id2label)
+        self.bert = BertModel(config, add_pooling_layer=self.uses_pooler)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.init_weights()
 
     def _set_labels(self, num_labels: int, id2label: dict[int, str] | None) -> None:
         if num_labels < 1:
@@ -537,7 +555,7 @@ def _classifier_dropout(config: BertConfig) -> float:
     return config.hidden_dropout_prob
 
 
-class BertForSequenceClassification(_LabelledHeadMixin, BertPreTrainedModel):
+class BertForSequenceClassification(_LabelledClassifier):
     """A linear classifier on the pooled [CLS] vector; one sentence or a sentence pair.
 
     num_labels == 1 is regression (MSE loss, e.g. similarity scores); more
@@ -545,17 +563,6 @@ class BertForSequenceClassification(_LabelledHeadMixin, BertPreTrainedModel):
     """
 
     hf_class_name = "BertForSequenceClassification"
-    allowed_missing_prefixes = ("classifier.",)
-
-    def __init__(
-        self, config: BertConfig, num_labels: int = 2, id2label: dict[int, str] | None = None
-    ):
-        super().__init__(config)
-        self._set_labels(num_labels, id2label)
-        self.bert = BertModel(config)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        self.init_weights()
 
     def forward(
         self,
@@ -576,21 +583,11 @@ class BertForSequenceClassification(_LabelledHeadMixin, BertPreTrainedModel):
         return SequenceClassifierOutput(loss, logits, out.attentions)
 
 
-class BertForTokenClassification(_LabelledHeadMixin, BertPreTrainedModel):
+class BertForTokenClassification(_LabelledClassifier):
     """A label for every token (e.g. named entities); -100 labels are ignored."""
 
     hf_class_name = "BertForTokenClassification"
-    allowed_missing_prefixes = ("classifier.",)
-
-    def __init__(
-        self, config: BertConfig, num_labels: int = 2, id2label: dict[int, str] | None = None
-    ):
-        super().__init__(config)
-        self._set_labels(num_labels, id2label)
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        self.init_weights()
+    uses_pooler = False
 
     def forward(
         self,
