@@ -401,48 +401,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 <= args.padding < 0.5:
         parser.error("--padding is the mean padded fraction, in [0, 0.5)")
-    if args.task == "pretraining":
-        setup, result = run_pretraining(
-            size=args.size,
-            batch=args.batch,
-            seq_len=args.seq_len,
-            steps=args.steps,
-            warmup=args.warmup,
-            dtype=args.dtype,
-            device=args.device,
-            padding=args.padding,
-            vocab_size=args.vocab_size,
-        )
-        print(format_pretraining(setup, result))
-        if args.json:
-            with open(args.json, "w") as handle:
-                json.dump(
-                    {"setup": setup, "result": asdict(result) | {"ratio": result.ratio}},
-                    handle,
-                    indent=2,
-                )
-        return 0
-    modes = ("inference", "train") if args.mode == "both" else (args.mode,)
-    setup, results = run(
+    common = dict(
         size=args.size,
         batch=args.batch,
         seq_len=args.seq_len,
         steps=args.steps,
         warmup=args.warmup,
-        modes=modes,
         dtype=args.dtype,
-        attn_implementation=args.attn,
         device=args.device,
         padding=args.padding,
         vocab_size=args.vocab_size,
-        compile=args.compile,
     )
-    print(format_table(setup, results))
+    if args.task == "pretraining":
+        setup, result = run_pretraining(**common)
+        print(format_pretraining(setup, result))
+        payload = {"setup": setup, "result": asdict(result) | {"ratio": result.ratio}}
+    else:
+        modes = ("inference", "train") if args.mode == "both" else (args.mode,)
+        setup, results = run(
+            **common, modes=modes, attn_implementation=args.attn, compile=args.compile
+        )
+        print(format_table(setup, results))
+        payload = {"setup": setup, "results": [asdict(r) | {"ratio": r.ratio} for r in results]}
     if args.json:
-        payload = {
-            "setup": setup,
-            "results": [asdict(r) | {"ratio": r.ratio} for r in results],
-        }
         with open(args.json, "w") as handle:
             json.dump(payload, handle, indent=2)
     return 0
