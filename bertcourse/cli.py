@@ -2,7 +2,7 @@
 
 Commands: `bench` (throughput against transformers), `pretrain` (BERT from
 scratch on a corpus, exported for transformers), `student` (the student
-edition of the notebooks). Fine-tuning joins with its chapters.
+edition of the notebooks), `finetune` (text classification from a CSV/TSV file).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
         "bench": "bertcourse.bench",
+        "finetune": "bertcourse.finetune",
         "pretrain": "bertcourse.train",
         "student": "bertcourse.student",
     }

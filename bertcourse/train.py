@@ -62,6 +62,8 @@ TRAINING_STATE_FILE = "training_state.pt"
 MODEL_FILE = "model.safetensors"
 LOG_CSV = "log.csv"
 LOG_JSONL = "log.jsonl"
+BEST_DIR = "best"
+BEST_FILE = "best.json"
 STATE_FORMAT_VERSION = 1
 
 
@@ -104,6 +106,13 @@ class TrainingArguments:
     overwrite_output_dir: bool = False
     num_workers: int = 0
     show_progress: bool = True
+    # Batches of examples of similar length (less padding); the order stays random. Needs
+    # examples with input_ids.
+    group_by_length: bool = False
+    # Keep the weights of the best evaluation in output_dir/best/, judged by this metric
+    # (a key of the evaluation's metrics, e.g. "eval_accuracy").
+    metric_for_best: str | None = None
+    greater_is_better: bool = True
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
@@ -295,6 +304,67 @@ class EpochSampler(Sampler):
             yield index, epoch, position
 
 
+class LengthGroupedEpochSampler(EpochSampler):
+    """An EpochSampler whose batches hold examples of similar length, in a random order.
+
+    Each epoch: a seeded random permutation, cut into mega-batches of
+    `batch_size * mega_batches` examples, each sorted by length (longest
+    first) and cut into batches; the full batches are then shuffled, and an
+    incomplete last batch stays last (so drop_last drops only it). Padding
+    shrinks to almost nothing while every example still lands in a random
+    batch each epoch. The order is a function of (seed, epoch), as for
+    EpochSampler, so resuming stays exact.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int,
+        mega_batches: int = 50,
+    ):
+        super().__init__(len(lengths), seed, shuffle=True)
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.mega_batch_size = batch_size * mega_batches
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+        order = torch.randperm(self.num_examples, generator=generator).tolist()
+        batches = []
+        for start in range(0, len(order), self.mega_batch_size):
+            mega_batch = sorted(
+                order[start : start + self.mega_batch_size], key=lambda i: -self.lengths[i]
+            )
+            batches += [
+                mega_batch[i : i + self.batch_size]
+                for i in range(0, len(mega_batch), self.batch_size)
+            ]
+        full = [batch for batch in batches if len(batch) == self.batch_size]
+        partial_batches = [batch for batch in batches if len(batch) < self.batch_size]
+        shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
+        # Several incomplete batches (one per mega-batch at most) would misalign the
+        # DataLoader's batches: merge them into full ones at the end.
+        rest = [index for batch in partial_batches for index in batch]
+        order = [index for batch in shuffled for index in batch] + rest
+        for position, index in enumerate(order):
+            yield index, self.epoch, position
+
+
+def example_lengths(dataset: Any) -> list[int]:
+    """len(input_ids) of every example of a map-style dataset (a datasets.Dataset column at once)."""
+    column_names = getattr(dataset, "column_names", None)
+    if column_names is not None and "input_ids" in column_names:
+        return [len(ids) for ids in dataset["input_ids"]]
+    try:
+        return [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            "group_by_length=True needs examples with input_ids (e.g. dicts from a tokenizer); "
+            f"this dataset's examples have none ({error!r})."
+        ) from error
+
+
 class KeyedDataset(Dataset):
     """dataset[(index, epoch, position)] -> ((index, epoch, position), dataset[index])."""
 
@@ -353,21 +423,27 @@ def make_dataloader(
     shuffle: bool,
     drop_last: bool,
     num_workers: int = 0,
+    group_by_length: bool = False,
 ) -> DataLoader:
     """A DataLoader whose order and collation randomness are functions of (seed, epoch, position).
 
     Its own torch.Generator keeps it from drawing on the global generator
-    (a DataLoader draws a base seed each epoch), which dropout uses.
+    (a DataLoader draws a base seed each epoch), which dropout uses. With
+    group_by_length (training only), batches hold examples of similar length.
     """
     if isinstance(dataset, torch.utils.data.IterableDataset):
         raise TypeError(
             "train() needs a map-style dataset (len() and dataset[i]), e.g. a list of dicts or a "
             "datasets.Dataset: an iterable dataset cannot be shuffled or resumed reproducibly."
         )
+    if group_by_length and shuffle:
+        sampler = LengthGroupedEpochSampler(example_lengths(dataset), batch_size, seed)
+    else:
+        sampler = EpochSampler(len(dataset), seed, shuffle)
     return DataLoader(
         KeyedDataset(dataset),
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed, shuffle),
+        sampler=sampler,
         collate_fn=SeededCollate(collate_fn, seed),
         drop_last=drop_last,
         num_workers=num_workers,
@@ -472,16 +548,8 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def write_checkpoint(
-    directory: Path, model: nn.Module, training_state: dict[str, Any], keep: int | None
-) -> Path:
-    """Write into `<directory>.tmp/`, then rename: the checkpoint appears complete or not at all."""
-    tmp = directory.with_name(directory.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left by an earlier save that was cut short
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)  # config.json + model.safetensors, readable by transformers
-    torch.save(training_state, tmp / TRAINING_STATE_FILE)
+def _replace_directory(tmp: Path, directory: Path) -> None:
+    """Rename the complete `tmp` to `directory`, replacing an older one of the same name."""
     if directory.exists():  # the same step saved again (e.g. interrupted right after a save)
         old = directory.with_name(directory.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -490,10 +558,43 @@ def write_checkpoint(
         shutil.rmtree(old)
     else:
         os.replace(tmp, directory)
+
+
+def _fresh_tmp_directory(directory: Path) -> Path:
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left by an earlier save that was cut short
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def write_checkpoint(
+    directory: Path, model: nn.Module, training_state: dict[str, Any], keep: int | None
+) -> Path:
+    """Write into `<directory>.tmp/`, then rename: the checkpoint appears complete or not at all."""
+    tmp = _fresh_tmp_directory(directory)
+    model.save_pretrained(tmp)  # config.json + model.safetensors, readable by transformers
+    torch.save(training_state, tmp / TRAINING_STATE_FILE)
+    _replace_directory(tmp, directory)
     if keep is not None:
         for stale in list_checkpoints(directory.parent)[:-keep]:
             shutil.rmtree(stale)
     return directory
+
+
+def write_best(directory: Path, model: nn.Module, best: dict[str, Any]) -> Path:
+    """The best model so far (config.json, model.safetensors) and best.json, written atomically."""
+    tmp = _fresh_tmp_directory(directory)
+    model.save_pretrained(tmp)
+    (tmp / BEST_FILE).write_text(json.dumps(best, indent=2) + "\n")
+    _replace_directory(tmp, directory)
+    return directory
+
+
+def read_best(output_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """What output_dir/best/best.json says (metric, value, step, metrics), or None."""
+    path = Path(output_dir) / BEST_DIR / BEST_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def load_training_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
@@ -656,6 +757,9 @@ class TrainResult:
     interrupted: bool
     mixed_precision: str
     output_dir: Path
+    # With metric_for_best: {"metric", "value", "step", "metrics"} of the best evaluation,
+    # whose weights are in output_dir/best/.
+    best: dict[str, Any] | None = None
 
 
 @dataclass
@@ -881,8 +985,12 @@ class Trainer:
         self.saved_at = self.position.step if resume_from is not None else -1
         self.totals = {"tokens": 0.0, "examples": 0.0, "seconds": 0.0}
         self.log = MetricsLog(args.output_dir, enabled=self.is_main)
+        self.best: dict[str, Any] | None = None
         if resume_from is not None:
             self.log.load(up_to_step=self.position.step)
+            best = read_best(args.output_dir)
+            if best is not None and best["step"] <= self.position.step:
+                self.best = best
         if self.is_main:
             self._print_plan(resume_from)
 
@@ -896,6 +1004,7 @@ class Trainer:
             shuffle=True,
             drop_last=True,  # every step sees the same number of examples
             num_workers=args.num_workers,
+            group_by_length=args.group_by_length,
         )
         if len(self.train_loader) == 0:
             raise ValueError(
@@ -969,9 +1078,40 @@ class Trainer:
         self.model.train()
         self.evaluated_at = self.position.step
         self.log.append({"step": self.position.step, **self.eval_metrics})
+        is_best = self._keep_if_best()
         if self.is_main:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in self.eval_metrics.items())
-            progress.write(f"step {self.position.step}: {shown}")
+            progress.write(f"step {self.position.step}: {shown}{' (best)' if is_best else ''}")
+
+    def _keep_if_best(self) -> bool:
+        """With metric_for_best: save the weights to output_dir/best/ if this evaluation is the best."""
+        name = self.args.metric_for_best
+        if name is None:
+            return False
+        if name not in self.eval_metrics:
+            raise ValueError(
+                f"metric_for_best={name!r} is not a metric of the evaluation, which gives "
+                f"{', '.join(sorted(self.eval_metrics))}."
+            )
+        value = self.eval_metrics[name]
+        if self.best is not None:
+            previous = self.best["value"]
+            if not (value > previous if self.args.greater_is_better else value < previous):
+                return False
+        self.best = {
+            "metric": name,
+            "value": value,
+            "step": self.position.step,
+            "metrics": dict(self.eval_metrics),
+        }
+        if self.is_main:
+            write_best(
+                self.args.output_dir / BEST_DIR,
+                self.accelerator.unwrap_model(self.model),
+                self.best,
+            )
+        self.accelerator.wait_for_everyone()
+        return True
 
     def save_checkpoint(self, progress: Any | None = None) -> None:
         """Every process's random state to the main one, which writes checkpoint-<step>/."""
@@ -1066,6 +1206,7 @@ class Trainer:
             interrupted=interrupted,
             mixed_precision=self.accelerator.mixed_precision,
             output_dir=self.args.output_dir,
+            best=self.best,
         )
 
 
@@ -1081,6 +1222,7 @@ def _prepare_output_dir(args: TrainingArguments, is_main: bool) -> Path | None:
             print(f"resume=True but {output_dir} holds no complete checkpoint: starting fresh.")
             for name in (LOG_CSV, LOG_JSONL):  # the log of a run that left no checkpoint
                 (output_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(output_dir / BEST_DIR, ignore_errors=True)
         return checkpoint
     leftovers = checkpoint is not None or (output_dir / LOG_JSONL).exists()
     if leftovers and not args.overwrite_output_dir:
@@ -1091,7 +1233,7 @@ def _prepare_output_dir(args: TrainingArguments, is_main: bool) -> Path | None:
         )
     if leftovers and is_main:
         for path in output_dir.iterdir():
-            if path.name.startswith(CHECKPOINT_PREFIX) and path.is_dir():
+            if (path.name.startswith(CHECKPOINT_PREFIX) or path.name == BEST_DIR) and path.is_dir():
                 shutil.rmtree(path)
             elif path.name in (LOG_CSV, LOG_JSONL):
                 path.unlink()

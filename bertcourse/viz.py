@@ -220,3 +220,44 @@ def plot_training_curves(log_path, title: str | None = None) -> plt.Figure:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_confusion_matrix(
+    matrix, label_names: Sequence[str], title: str | None = None, normalize: bool = True
+) -> plt.Figure:
+    """Rows: the true class; columns: the predicted class. Cells show the count (and row share).
+
+    With normalize, the colour is the share of the row (the recall of each
+    class on the diagonal), so a rare class is as visible as a frequent one.
+    """
+    counts = np.asarray(matrix, dtype=float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(3.5, 0.55 * len(label_names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(shares if normalize else counts, cmap="Blues", vmin=0)
+    fig.colorbar(image, ax=ax, label="share of the true class" if normalize else "examples")
+    ticks = range(len(label_names))
+    ax.set_xticks(ticks, label_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, label_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    threshold = (shares if normalize else counts).max() / 2
+    for i in ticks:
+        for j in ticks:
+            value = shares[i, j] if normalize else counts[i, j]
+            text = (
+                f"{int(counts[i, j])}\n{shares[i, j]:.0%}" if normalize else f"{int(counts[i, j])}"
+            )
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if value > threshold else "black",
+            )
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,719 @@
+"""Fine-tuning: task data for the heads, evaluation, span decoding and the `finetune` command.
+
+The training itself is `bertcourse.train` (the engine of pretraining); this
+module turns labelled data into examples for each head, evaluates a model
+on a task, decodes question-answering spans back to characters, and runs
+`python -m bertcourse finetune`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .metrics import classification_report, entity_f1
+
+IGNORE_INDEX = -100  # label of positions the loss skips (special tokens, later sub-words, padding)
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+TARGETS = ("labels", "start_positions", "end_positions")
+
+# BERT's fine-tuning recipe (Devlin et al. 2019, appendix A.3): batch 16 or 32, learning rate
+# 5e-5, 3e-5 or 2e-5, 2 to 4 epochs; warm-up over the first 10% of steps, then linear decay.
+DEFAULT_LEARNING_RATE = 5e-5
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_EPOCHS = 3
+DEFAULT_WARMUP_RATIO = 0.1
+
+
+# ----------------------------------------------------------------------------
+# Batches
+# ----------------------------------------------------------------------------
+
+
+class PaddingCollator:
+    """Examples (dicts of lists and numbers) -> a batch of tensors, padded to its longest example.
+
+    Padding per batch ("dynamic padding") instead of to a fixed length keeps
+    the short batches short. input_ids are padded with the pad token,
+    per-token labels with -100 (ignored by the loss), the other per-token
+    fields with 0. Keys that are not model inputs or targets (an example id,
+    offsets) are left out of the batch.
+    """
+
+    def __init__(self, pad_token_id: int = 0):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise ValueError("Cannot collate an empty list of examples.")
+        batch = {}
+        for key in (*MODEL_INPUTS, *TARGETS):
+            if key not in examples[0]:
+                continue
+            values = [example[key] for example in examples]
+            if isinstance(values[0], (list, tuple, torch.Tensor)):
+                batch[key] = self._pad([list(map(int, v)) for v in values], self._pad_value(key))
+            elif isinstance(values[0], float):  # a regression target
+                batch[key] = torch.tensor(values, dtype=torch.float32)
+            else:
+                batch[key] = torch.tensor(values, dtype=torch.long)
+        if "input_ids" not in batch:
+            raise KeyError(f"Examples need input_ids; they have {sorted(examples[0])}.")
+        return batch
+
+    def _pad_value(self, key: str) -> int:
+        return {"input_ids": self.pad_token_id, "labels": IGNORE_INDEX}.get(key, 0)
+
+    @staticmethod
+    def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+        longest = max(len(row) for row in rows)
+        return torch.tensor([row + [value] * (longest - len(row)) for row in rows])
+
+
+# ----------------------------------------------------------------------------
+# Sequence classification: single texts and pairs
+# ----------------------------------------------------------------------------
+
+
+def encode_classification(
+    data: Any, tokenizer: Callable[..., Any], max_length: int = 128
+) -> list[dict[str, Any]]:
+    """One example per text (or text pair) of a LabelledData: input ids, segment ids, label.
+
+    The pair goes into segment B, after [SEP]: BERT reads both sentences at
+    once, and its segment embeddings tell them apart.
+    """
+    if len(data) == 0:
+        raise ValueError(f"{data.name or 'The data'} has no examples.")
+    encoded = tokenizer(data.texts, data.pairs, truncation=True, max_length=max_length)
+    return [
+        {
+            "input_ids": list(encoded["input_ids"][i]),
+            "token_type_ids": list(encoded["token_type_ids"][i]),
+            "attention_mask": list(encoded["attention_mask"][i]),
+            "labels": data.labels[i],
+        }
+        for i in range(len(data))
+    ]
+
+
+# ----------------------------------------------------------------------------
+# Token classification: word labels on the first sub-word
+# ----------------------------------------------------------------------------
+
+
+def align_word_labels(
+    word_ids: Sequence[int | None], word_labels: Sequence[int], label_all_subwords: bool = False
+) -> list[int]:
+    """Token labels from word labels: the word's label on its first sub-word, -100 elsewhere.
+
+    word_ids[i] is the word that token i came from (None for [CLS], [SEP],
+    padding). The later sub-words of a word get -100 so each word is
+    counted once by the loss and the metric, as in the BERT paper's NER
+    setup; with label_all_subwords they repeat the word's label instead.
+    """
+    labels, previous = [], None
+    for word in word_ids:
+        if word is None:
+            labels.append(IGNORE_INDEX)
+        elif word != previous:
+            if word >= len(word_labels):
+                raise ValueError(
+                    f"Token of word {word} but only {len(word_labels)} word labels: give one "
+                    "label per word."
+                )
+            labels.append(word_labels[word])
+        else:
+            labels.append(word_labels[word] if label_all_subwords else IGNORE_INDEX)
+        previous = word
+    return labels
+
+
+def word_spans(words: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """The words joined by single spaces, and each word's (start, end) in that text."""
+    spans, start = [], 0
+    for word in words:
+        spans.append((start, start + len(word)))
+        start += len(word) + 1
+    return " ".join(words), spans
+
+
+def tokens_to_words(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]):
+    """For each token (character offsets in the joined text), the index of the word it lies in."""
+    word_of_char = {}
+    for index, (start, end) in enumerate(spans):
+        for char in range(start, end):
+            word_of_char[char] = index
+    return [None if end == start else word_of_char.get(start) for start, end in offsets]
+
+
+def encode_tagged(
+    sentences: Sequence[Sequence[str]],
+    tags: Sequence[Sequence[int]] | None,
+    tokenizer: Any,
+    max_length: int = 128,
+) -> list[dict[str, Any]]:
+    """Examples for token classification from pre-split words and their tag ids.
+
+    Words are joined with spaces and tokenized with offsets; each token is
+    mapped back to the word it came from (a word may be split further, e.g.
+    "U.S." into "u", ".", "s", "." by the punctuation rule, and into
+    sub-words: all of them belong to the word). Tokens past max_length are
+    cut, so a word can lose its label; `word_ids` keeps the mapping for
+    turning predictions back into word tags.
+    """
+    examples = []
+    for index, words in enumerate(sentences):
+        text, spans = word_spans(words)
+        encoded = tokenizer(
+            text, truncation=True, max_length=max_length, return_offsets_mapping=True
+        )
+        word_ids = tokens_to_words(encoded["offset_mapping"], spans)
+        example = {
+            "input_ids": list(encoded["input_ids"]),
+            "token_type_ids": list(encoded["token_type_ids"]),
+            "attention_mask": list(encoded["attention_mask"]),
+            "word_ids": word_ids,
+        }
+        if tags is not None:
+            if len(tags[index]) != len(words):
+                raise ValueError(
+                    f"Sentence {index} has {len(words)} words but {len(tags[index])} tags."
+                )
+            example["labels"] = align_word_labels(word_ids, tags[index])
+        examples.append(example)
+    return examples
+
+
+def word_predictions(
+    token_predictions: Sequence[int], word_ids: Sequence[int | None], num_words: int
+):
+    """A tag id per word: the prediction at its first sub-word; words cut off by truncation get -1."""
+    predictions, seen = [-1] * num_words, set()
+    for prediction, word in zip(token_predictions, word_ids, strict=False):
+        if word is not None and word not in seen:
+            predictions[word] = int(prediction)
+            seen.add(word)
+    return predictions
+
+
+# ----------------------------------------------------------------------------
+# Question answering: windows over the context, and spans back to characters
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class QAExample:
+    """A question about a context; answers are (text, character start) in the context."""
+
+    id: str
+    question: str
+    context: str
+    answers: list[tuple[str, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for text, start in self.answers:
+            if self.context[start : start + len(text)] != text:
+                raise ValueError(
+                    f"Example {self.id}: the answer {text!r} is not at character {start} of the "
+                    f"context (found {self.context[start : start + len(text)]!r})."
+                )
+
+
+def prepare_qa_features(
+    examples: Sequence[QAExample],
+    tokenizer: Any,
+    max_length: int = 384,
+    stride: int = 128,
+    max_question_length: int = 64,
+) -> list[dict[str, Any]]:
+    """Model inputs for QA: [CLS] question [SEP] context window [SEP], one feature per window.
+
+    A context longer than the room left by the question is covered by
+    overlapping windows, each sharing `stride` tokens with the previous one
+    (the `stride` of transformers' tokenizers), so an answer cut by one
+    window's edge lies whole in the next. Training targets: the token
+    positions of the first answer's first and last token, or 0 ([CLS]) in a
+    window that does not contain the whole answer. `context_offsets` maps
+    the context tokens back to characters (None for the other tokens).
+    """
+    features = []
+    for example_index, example in enumerate(examples):
+        question = tokenizer.tokenize_with_offsets(example.question)[:max_question_length]
+        context = tokenizer.tokenize_with_offsets(example.context)
+        question_ids = tokenizer.convert_tokens_to_ids([token for token, _, _ in question])
+        context_ids = tokenizer.convert_tokens_to_ids([token for token, _, _ in context])
+        room = max_length - len(question_ids) - 3  # [CLS] question [SEP] window [SEP]
+        if room <= stride:
+            raise ValueError(
+                f"max_length={max_length} leaves {room} context tokens per window after a "
+                f"{len(question_ids)}-token question, not more than stride={stride}: raise "
+                "max_length or lower stride (or max_question_length)."
+            )
+        starts = list(range(0, max(len(context_ids) - stride, 1), room - stride))
+        for window_start in starts:
+            window = range(window_start, min(window_start + room, len(context_ids)))
+            input_ids, token_type_ids = tokenizer.build_inputs(
+                question_ids, [context_ids[i] for i in window]
+            )
+            first_context_token = len(question_ids) + 2
+            offsets = [None] * len(input_ids)
+            for position, i in enumerate(window, start=first_context_token):
+                offsets[position] = context[i][1]
+            feature = {
+                "input_ids": input_ids,
+                "token_type_ids": token_type_ids,
+                "attention_mask": [1] * len(input_ids),
+                "example_index": example_index,
+                "context_offsets": offsets,
+            }
+            if example.answers:
+                feature["start_positions"], feature["end_positions"] = _answer_positions(
+                    example.answers[0], offsets
+                )
+            features.append(feature)
+            if window.stop == len(context_ids):
+                break
+    return features
+
+
+def _answer_positions(answer: tuple[str, int], offsets: Sequence) -> tuple[int, int]:
+    """Token positions of the answer's first and last token in a window, or (0, 0) if not all in it."""
+    text, start_char = answer
+    end_char = start_char + len(text)
+    starts = [i for i, span in enumerate(offsets) if span is not None and span[1] > start_char]
+    ends = [i for i, span in enumerate(offsets) if span is not None and span[0] < end_char]
+    inside = [i for i, span in enumerate(offsets) if span is not None]
+    if not inside or offsets[inside[0]][0] > start_char or offsets[inside[-1]][1] < end_char:
+        return 0, 0
+    return starts[0], ends[-1]
+
+
+def best_span(
+    start_logits: torch.Tensor,
+    end_logits: torch.Tensor,
+    context_mask: torch.Tensor,
+    max_answer_length: int = 30,
+) -> tuple[int, int, float]:
+    """(start, end, score) of the best span of one window: start <= end < start + max_answer_length.
+
+    Both ends must be context tokens. The score is p_start(start) *
+    p_end(end), each a softmax over the window's context tokens: the span
+    score of transformers' question-answering pipelines. Maximising it is
+    maximising start_logit + end_logit.
+    """
+    if not context_mask.any():
+        raise ValueError("The window has no context tokens to answer from.")
+    masked = torch.finfo(torch.float32).min
+    start_probs = start_logits.float().masked_fill(~context_mask, masked).softmax(-1)
+    end_probs = end_logits.float().masked_fill(~context_mask, masked).softmax(-1)
+    scores = start_probs[:, None] * end_probs[None, :]  # (T, T): [start, end]
+    length = len(start_logits)
+    positions = torch.arange(length)
+    valid = (positions[None, :] >= positions[:, None]) & (
+        positions[None, :] - positions[:, None] < max_answer_length
+    )
+    valid &= context_mask[:, None] & context_mask[None, :]
+    scores = scores.masked_fill(~valid, -1.0)
+    flat = int(scores.argmax())
+    return flat // length, flat % length, float(scores.flatten()[flat])
+
+
+def decode_answers(
+    examples: Sequence[QAExample],
+    features: Sequence[Mapping[str, Any]],
+    start_logits: Sequence[torch.Tensor],
+    end_logits: Sequence[torch.Tensor],
+    max_answer_length: int = 30,
+) -> dict[str, dict[str, Any]]:
+    """The best answer of each example over its windows: {id: {"text", "start", "end", "score"}}.
+
+    start/end are character positions in the example's context, so the
+    answer is the original text, with its case and accents, not the
+    tokenizer's normalised version.
+    """
+    answers: dict[str, dict[str, Any]] = {}
+    for feature, starts, ends in zip(features, start_logits, end_logits, strict=True):
+        offsets = feature["context_offsets"]
+        context_mask = torch.tensor([span is not None for span in offsets])
+        n = len(offsets)
+        start, end, score = best_span(starts[:n], ends[:n], context_mask, max_answer_length)
+        example = examples[feature["example_index"]]
+        best = answers.get(example.id)
+        if best is None or score > best["score"]:
+            char_start, char_end = offsets[start][0], offsets[end][1]
+            answers[example.id] = {
+                "text": example.context[char_start:char_end],
+                "start": char_start,
+                "end": char_end,
+                "score": score,
+            }
+    return answers
+
+
+# ----------------------------------------------------------------------------
+# Predictions and evaluation
+# ----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    examples: Sequence[Mapping[str, Any]],
+    batch_size: int = 64,
+    pad_token_id: int = 0,
+) -> list[torch.Tensor]:
+    """The model's logits for each example, unpadded: (num_labels,) or (tokens, num_labels).
+
+    For a QA model, each item is a (tokens, 2) tensor of start and end logits.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    collate = PaddingCollator(pad_token_id)
+    outputs = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in collate(chunk).items() if k in MODEL_INPUTS}
+        out = model(**batch)
+        if hasattr(out, "start_logits"):
+            logits = torch.stack([out.start_logits, out.end_logits], dim=-1)
+        else:
+            logits = out.logits
+        logits = logits.float().cpu()
+        for row, example in zip(logits, chunk, strict=True):
+            outputs.append(row[: len(example["input_ids"])] if row.dim() > 1 else row)
+    return outputs
+
+
+def evaluate_classification(
+    model: nn.Module, dataloader: Any, accelerator: Any
+) -> dict[str, float]:
+    """Loss, accuracy and macro-F1 over the evaluation batches (all processes together)."""
+    model.eval()
+    losses, predictions, labels = [], [], []
+    with torch.no_grad():
+        for batch in dataloader:
+            out = model(**batch)
+            gathered = accelerator.gather_for_metrics(
+                (out.logits.float(), batch["labels"], out.loss.float().expand(len(batch["labels"])))
+            )
+            logits, batch_labels, batch_losses = gathered
+            predictions.append(logits.argmax(-1).cpu())
+            labels.append(batch_labels.cpu())
+            losses.append(batch_losses.cpu())
+    predictions, labels = torch.cat(predictions).tolist(), torch.cat(labels).tolist()
+    num_labels = accelerator.unwrap_model(model).num_labels
+    report = classification_report(labels, predictions, [str(i) for i in range(num_labels)])
+    return {
+        "eval_loss": torch.cat(losses).mean().item(),
+        "eval_accuracy": report["accuracy"],
+        "eval_macro_f1": report["macro_f1"],
+    }
+
+
+def evaluate_token_classification(
+    model: nn.Module, dataloader: Any, accelerator: Any, label_names: Sequence[str]
+) -> dict[str, float]:
+    """Loss, token accuracy (first sub-words) and entity-level F1 (IOB2 label names)."""
+    model.eval()
+    losses, true_tags, predicted_tags = [], [], []
+    with torch.no_grad():
+        for batch in dataloader:
+            out = model(**batch)
+            logits, labels, loss = accelerator.gather_for_metrics(
+                (out.logits.float(), batch["labels"], out.loss.float().expand(len(batch["labels"])))
+            )
+            losses.append(loss.cpu())
+            for row_logits, row_labels in zip(logits.cpu(), labels.cpu(), strict=True):
+                keep = row_labels != IGNORE_INDEX
+                true_tags.append([label_names[i] for i in row_labels[keep].tolist()])
+                predicted_tags.append(
+                    [label_names[i] for i in row_logits[keep].argmax(-1).tolist()]
+                )
+    correct = sum(
+        t == p
+        for ts, ps in zip(true_tags, predicted_tags, strict=True)
+        for t, p in zip(ts, ps, strict=True)
+    )
+    total = sum(len(ts) for ts in true_tags)
+    entities = entity_f1(true_tags, predicted_tags)
+    return {
+        "eval_loss": torch.cat(losses).mean().item(),
+        "eval_accuracy": correct / max(total, 1),
+        "eval_f1": entities["f1"],
+    }
+
+
+# ----------------------------------------------------------------------------
+# Models to start from
+# ----------------------------------------------------------------------------
+
+
+def resolve_init(init: str) -> Path:
+    """The transformers-format directory behind --init: a checkpoint, a course run, or a hub name.
+
+    A course pretraining run (`python -m bertcourse pretrain --out runs/x`)
+    is found through its exported `final/` folder; a fine-tuning run through
+    `model/`.
+    """
+    from .hf import resolve_checkpoint
+
+    path = Path(init).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        for name in ("final", "model"):
+            if (path / name / "config.json").is_file():
+                return path / name
+        raise FileNotFoundError(
+            f"{path} holds no config.json, nor final/ (a pretraining run) or model/ (a "
+            "fine-tuning run) with one: pass a transformers checkpoint directory, a course run, "
+            "'minilm', 'random' or a hub name."
+        )
+    return resolve_checkpoint(init)
+
+
+def load_for_task(model_class: type, init: str, seed: int = 0, **head_kwargs: Any):
+    """(model, tokenizer) for fine-tuning: `init`'s weights and vocabulary, a fresh task head.
+
+    init="random" keeps MiniLM's architecture and vocabulary but draws every
+    weight at random (seeded): the same model without pretraining, for the
+    comparison that shows what pretraining is worth.
+    """
+    from .config import BertConfig
+    from .hf import minilm_path
+    from .tokenization import BertTokenizer
+
+    if init == "random":
+        directory = minilm_path()
+        config = BertConfig.from_hf(json.loads((directory / "config.json").read_text()))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = model_class(config, **head_kwargs)
+    else:
+        directory = resolve_init(init)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the new head's initial weights
+            model = model_class.from_hf(directory, **head_kwargs)
+    if not (directory / "vocab.txt").is_file():
+        raise FileNotFoundError(
+            f"{directory} has no vocab.txt: a checkpoint to fine-tune needs the vocabulary it was "
+            "trained with."
+        )
+    return model.train(), BertTokenizer.from_pretrained(directory)
+
+
+# ----------------------------------------------------------------------------
+# python -m bertcourse finetune
+# ----------------------------------------------------------------------------
+
+
+def build_finetune_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bertcourse finetune",
+        description="Fine-tune a BERT for text classification (single texts or pairs) on a CSV/TSV "
+        "file, evaluate it each epoch, keep the best checkpoint, and write metrics.json, a "
+        "confusion matrix and a transformers directory.",
+    )
+    parser.add_argument("--task", default="classification", choices=["classification"])
+    parser.add_argument("--train", required=True, help="training file, .csv or .tsv with a header")
+    parser.add_argument(
+        "--valid",
+        help="validation file (same columns); without it, a stratified 10%% of --train is held out",
+    )
+    parser.add_argument("--text-column", default="sentence")
+    parser.add_argument("--text-pair-column", help="second text of a sentence-pair task")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument(
+        "--init",
+        default="minilm",
+        help="minilm (offline), a hub name such as bert-base-uncased, a checkpoint or course run "
+        "directory, or random (MiniLM's shape, no pretraining)",
+    )
+    parser.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
+    parser.add_argument(
+        "--max-steps", type=int, help="stop after this many steps (overrides --epochs)"
+    )
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE)
+    parser.add_argument("--warmup-ratio", type=float, default=DEFAULT_WARMUP_RATIO)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per example, at most")
+    parser.add_argument(
+        "--no-group-by-length",
+        dest="group_by_length",
+        action="store_false",
+        help="random batches instead of batches of similar length (more padding, slower)",
+    )
+    parser.add_argument("--evals-per-epoch", type=int, default=1)
+    parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="start over in --out")
+    parser.add_argument("--no-progress", dest="show_progress", action="store_false")
+    return parser
+
+
+def load_task_data(options: argparse.Namespace) -> tuple[Any, Any]:
+    """(train, validation) LabelledData from the files; validation labels must be known ones."""
+    from .data import load_classification
+
+    def load(path: str) -> Any:
+        return load_classification(
+            path, options.text_column, options.label_column, options.text_pair_column
+        )
+
+    train_data = load(options.train)
+    if options.valid is None:
+        return train_data.split(0.1, seed=options.seed)
+    valid_data = load(options.valid)
+    if valid_data.label_names != train_data.label_names:
+        unseen = sorted(set(valid_data.label_names) - set(train_data.label_names))
+        if unseen:
+            raise ValueError(
+                f"{options.valid} has label(s) {unseen} that {options.train} never shows, so the "
+                "model cannot learn them: remove those rows or add training examples."
+            )
+        # Same names, other numbering (a class absent from the validation file): renumber.
+        index = train_data.label2id
+        valid_data.labels = [index[valid_data.label_names[i]] for i in valid_data.labels]
+        valid_data.label_names = list(train_data.label_names)
+    return train_data, valid_data
+
+
+def finetune_main(argv: Sequence[str] | None = None) -> int:
+    from .model import BertForSequenceClassification
+    from .train import TrainingArguments, train
+
+    options = build_finetune_parser().parse_args(argv)
+    out = Path(options.out)
+    train_data, valid_data = load_task_data(options)
+    model, tokenizer = load_for_task(
+        BertForSequenceClassification,
+        options.init,
+        seed=options.seed,
+        num_labels=len(train_data.label_names),
+        id2label=train_data.id2label,
+    )
+    started = time.perf_counter()
+    train_examples = encode_classification(train_data, tokenizer, options.max_length)
+    valid_examples = encode_classification(valid_data, tokenizer, options.max_length)
+    print(
+        f"Tokenized {len(train_examples):,} training and {len(valid_examples):,} validation "
+        f"examples in {time.perf_counter() - started:.1f} s; labels: "
+        f"{', '.join(f'{k} ({v:,})' for k, v in train_data.class_counts().items())}"
+    )
+    steps_per_epoch = len(train_examples) // options.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{len(train_examples)} training examples are fewer than one batch of "
+            f"{options.batch_size}: lower --batch-size."
+        )
+    max_steps = options.max_steps or max(1, math.ceil(options.epochs * steps_per_epoch))
+    args = TrainingArguments(
+        output_dir=out,
+        max_steps=max_steps,
+        per_device_batch_size=options.batch_size,
+        learning_rate=options.lr,
+        warmup_ratio=options.warmup_ratio,
+        weight_decay=options.weight_decay,
+        mixed_precision=options.mixed_precision,
+        eval_every=max(1, steps_per_epoch // options.evals_per_epoch),
+        save_every=max(1, steps_per_epoch // options.evals_per_epoch),
+        log_every=max(1, min(50, steps_per_epoch // 10)),
+        seed=options.seed,
+        resume=options.resume,
+        overwrite_output_dir=options.overwrite,
+        group_by_length=options.group_by_length,
+        metric_for_best="eval_accuracy",
+        show_progress=options.show_progress,
+    )
+    result = train(
+        model,
+        train_examples,
+        PaddingCollator(tokenizer.pad_token_id),
+        args,
+        eval_dataset=valid_examples,
+        evaluate_fn=evaluate_classification,
+    )
+    if result.interrupted:
+        return 130
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        _finish_finetuning(result, valid_data, valid_examples, tokenizer, out, options)
+    return 0
+
+
+def _finish_finetuning(
+    result: Any,
+    valid_data: Any,
+    valid_examples: list[dict[str, Any]],
+    tokenizer: Any,
+    out: Path,
+    options: argparse.Namespace,
+) -> dict[str, Any]:
+    """Best weights back in, a full report on the validation set, plots, and the export."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .train import BEST_DIR, LOG_CSV, export_for_transformers, load_model_weights
+    from .viz import plot_confusion_matrix, plot_training_curves
+
+    model = result.model
+    if result.best is not None:
+        load_model_weights(model, out / BEST_DIR)
+    logits = torch.stack(predict_logits(model, valid_examples, pad_token_id=tokenizer.pad_token_id))
+    labels = torch.tensor(valid_data.labels)
+    predictions = logits.argmax(-1)
+    report = classification_report(labels.tolist(), predictions.tolist(), valid_data.label_names)
+    metrics = {
+        "accuracy": report["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "loss": F.cross_entropy(logits, labels).item(),
+        "per_class": report["per_class"],
+        "confusion_matrix": report["confusion_matrix"],
+        "label_names": report["label_names"],
+        "num_validation_examples": len(valid_examples),
+        "best_step": None if result.best is None else result.best["step"],
+        "steps": result.global_step,
+        "training_seconds": round(result.elapsed_s, 1),
+        "examples_per_s": round(result.examples_per_s, 1),
+        "init": options.init,
+        "options": {k: v for k, v in vars(options).items() if k not in ("resume", "overwrite")},
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    figure = plot_confusion_matrix(
+        report["confusion_matrix"],
+        valid_data.label_names,
+        title=f"validation: accuracy {report['accuracy']:.1%}, macro-F1 {report['macro_f1']:.3f}",
+    )
+    figure.savefig(out / "confusion_matrix.png", dpi=120, bbox_inches="tight")
+    figure = plot_training_curves(out / LOG_CSV)
+    figure.savefig(out / "training_curves.png", dpi=120, bbox_inches="tight")
+    exported = export_for_transformers(model, tokenizer, out / "model")
+    print(
+        f"Done: {result.global_step} steps in {result.elapsed_s:.0f} s "
+        f"({result.examples_per_s:,.1f} examples/s); best at step {metrics['best_step']}.\n"
+        f"  validation: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+        f"loss {metrics['loss']:.4f}\n"
+        f"  metrics:    {out / 'metrics.json'}\n"
+        f"  plots:      {out / 'confusion_matrix.png'}, {out / 'training_curves.png'}\n"
+        f"  model:      {exported} (transformers.pipeline('text-classification', "
+        f"model='{exported}'))"
+    )
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return finetune_main(sys.argv[1:] if argv is None else argv)
