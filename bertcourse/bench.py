@@ -207,6 +207,31 @@ class PretrainingResult:
         return self.ours_tokens_per_s / self.reference_tokens_per_s
 
 
+def time_training_steps(
+    models: dict, step, warmup: int, steps: int, device: torch.device
+) -> tuple[dict[str, list[float]], dict[str, float | None]]:
+    """Seconds per training step of each model, the steps interleaved; peak memory on CUDA."""
+    for model, _ in models.values():
+        model.train()
+    for name in models:
+        for _ in range(warmup):
+            step(name)
+    times = {name: [] for name in models}
+    peak = {name: None for name in models}
+    for _ in range(steps):
+        for name in models:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            _synchronize(device)
+            start = time.perf_counter()
+            step(name)
+            _synchronize(device)
+            times[name].append(time.perf_counter() - start)
+            if device.type == "cuda":
+                peak[name] = torch.cuda.max_memory_allocated(device) / 2**20
+    return times, peak
+
+
 def run_pretraining(
     size: str = "tiny",
     batch: int = 32,
@@ -268,24 +293,7 @@ def run_pretraining(
         loss.backward()
         optimizers[name].step()
 
-    for model, _ in models.values():
-        model.train()
-    for name in models:
-        for _ in range(warmup):
-            step(name)
-    times = {name: [] for name in models}
-    peak = {name: None for name in models}
-    for _ in range(steps):
-        for name in models:
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            _synchronize(device)
-            start = time.perf_counter()
-            step(name)
-            _synchronize(device)
-            times[name].append(time.perf_counter() - start)
-            if device.type == "cuda":
-                peak[name] = torch.cuda.max_memory_allocated(device) / 2**20
+    times, peak = time_training_steps(models, step, warmup, steps, device)
     tokens = batch * seq_len
     speed = {name: tokens / statistics.median(times[name]) for name in models}
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
@@ -325,6 +333,105 @@ def run_pretraining(
         mfu["reference"],
     )
     return setup, result
+
+
+def run_finetuning(
+    batch: int = 32,
+    seq_len: int = 64,
+    steps: int = 10,
+    warmup: int = 2,
+    dtype: str = "float32",
+    device: str | None = None,
+    padding: float = 0.25,
+    num_labels: int = 2,
+) -> tuple[dict, PretrainingResult]:
+    """One fine-tuning step (forward, backward, AdamW) of our BertForSequenceClassification
+    against transformers', both from the MiniLM checkpoint, same weights and same batch."""
+    import transformers
+
+    from .hf import minilm_path
+    from .model import BertForSequenceClassification
+
+    device = get_device(device)
+    reference = transformers.BertForSequenceClassification.from_pretrained(
+        str(minilm_path()), num_labels=num_labels, attn_implementation="sdpa"
+    ).to(device)
+    ours = BertForSequenceClassification.from_hf(reference).to(device)
+    config = ours.config
+    input_ids, token_type_ids, attention_mask = make_batch(config, batch, seq_len, padding, device)
+    labels = torch.randint(0, num_labels, (batch,), generator=torch.Generator().manual_seed(1))
+    inputs = dict(
+        input_ids=input_ids,
+        token_type_ids=token_type_ids,
+        attention_mask=attention_mask,
+        labels=labels.to(device),
+    )
+    autocast = partial(mixed_precision, device, dtype)
+    ours.eval()
+    reference.eval()
+    with torch.no_grad(), autocast():
+        loss_difference = abs(ours(**inputs).loss.float().item() - reference(**inputs).loss.item())
+    models = {"ours": (ours, {}), "reference": (reference, {})}
+    optimizers = {
+        name: torch.optim.AdamW(m.parameters(), lr=5e-5) for name, (m, _) in models.items()
+    }
+
+    def step(name: str) -> None:
+        model, _ = models[name]
+        optimizers[name].zero_grad(set_to_none=True)
+        with autocast():
+            loss = model(**inputs).loss
+        loss.backward()
+        optimizers[name].step()
+
+    times, peak = time_training_steps(models, step, warmup, steps, device)
+    speed = {name: batch / statistics.median(times[name]) for name in models}
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    setup = {
+        "task": "fine-tuning step (forward + backward + AdamW), sequence classification, "
+        "MiniLM weights",
+        "layers_hidden_heads": (
+            config.num_hidden_layers,
+            config.hidden_size,
+            config.num_attention_heads,
+        ),
+        "vocab_size": config.vocab_size,
+        "batch": batch,
+        "seq_len": seq_len,
+        "padding": padding,
+        "dtype": dtype,
+        "device": str(device),
+        "device_name": device_name or platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "steps": steps,
+        "loss_difference": loss_difference,
+    }
+    result = PretrainingResult(
+        speed["ours"], speed["reference"], peak["ours"], peak["reference"], None, None
+    )
+    return setup, result
+
+
+def format_finetuning(setup: dict, result: PretrainingResult) -> str:
+    layers, hidden, heads = setup["layers_hidden_heads"]
+    return "\n".join(
+        [
+            f"BertForSequenceClassification, MiniLM ({layers} layers, {hidden} wide, {heads} "
+            f"heads, vocab {setup['vocab_size']}), batch {setup['batch']} x {setup['seq_len']} "
+            f"tokens (~{setup['padding']:.0%} padding), {setup['dtype']}",
+            f"{setup['task']}",
+            f"device {setup['device']} ({setup['device_name']}, {setup['threads']} threads), "
+            f"torch {setup['torch']}, transformers {setup['transformers']}, median of "
+            f"{setup['steps']} steps; losses agree to {setup['loss_difference']:.1e}",
+            "",
+            f"{'':14} {'examples/s':>12}",
+            f"{'ours':14} {result.ours_tokens_per_s:>12,.1f}",
+            f"{'transformers':14} {result.reference_tokens_per_s:>12,.1f}",
+            f"ratio ours / transformers: {result.ratio:.2f}",
+        ]
+    )
 
 
 def format_pretraining(setup: dict, result: PretrainingResult) -> str:
@@ -381,9 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--task",
-        choices=["encoder", "pretraining"],
+        choices=["encoder", "pretraining", "finetune"],
         default="encoder",
-        help="encoder: BertModel forward/backward; pretraining: a full BertForPreTraining step",
+        help="encoder: BertModel forward/backward; pretraining: a full BertForPreTraining step; "
+        "finetune: a BertForSequenceClassification step from the MiniLM weights (examples/s)",
     )
     parser.add_argument("--size", choices=list(SIZES), default="tiny")
     parser.add_argument("--batch", type=int, default=32)
@@ -412,7 +520,21 @@ def main(argv: list[str] | None = None) -> int:
         padding=args.padding,
         vocab_size=args.vocab_size,
     )
-    if args.task == "pretraining":
+    if args.task == "finetune":
+        common.pop("size"), common.pop("vocab_size")
+        setup, result = run_finetuning(**common)
+        print(format_finetuning(setup, result))
+        payload = {
+            "setup": setup,
+            "result": {
+                "ours_examples_per_s": result.ours_tokens_per_s,
+                "reference_examples_per_s": result.reference_tokens_per_s,
+                "ours_peak_memory_mb": result.ours_peak_memory_mb,
+                "reference_peak_memory_mb": result.reference_peak_memory_mb,
+                "ratio": result.ratio,
+            },
+        }
+    elif args.task == "pretraining":
         setup, result = run_pretraining(**common)
         print(format_pretraining(setup, result))
         payload = {"setup": setup, "result": asdict(result) | {"ratio": result.ratio}}

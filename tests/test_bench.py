@@ -77,3 +77,19 @@ def test_flops_per_token_counts_matmuls_and_attention():
     # 12 layers x (4 H^2 + 2 H I) + H^2 + H V weights, 6 FLOPs each, + 12 L H T
     weights = 12 * (4 * 768**2 + 2 * 768 * 3072) + 768**2 + 768 * 30522
     assert flops == 6 * weights + 12 * 12 * 768 * 128
+
+
+def test_finetuning_bench_runs_and_the_models_agree(tmp_path, capsys):
+    out = tmp_path / "finetune.json"
+    args = ["--task", "finetune", "--steps", "2", "--warmup", "1", "--batch", "4"]
+    args += ["--seq-len", "16", "--json", str(out)]
+    assert bench.main(args) == 0
+    table = capsys.readouterr().out
+    assert "examples/s" in table and "ratio ours / transformers" in table
+    payload = json.loads(out.read_text())
+    assert payload["setup"]["loss_difference"] < 1e-5  # same MiniLM weights, same batch
+    assert payload["setup"]["layers_hidden_heads"] == [6, 384, 12]
+    assert payload["result"]["ours_examples_per_s"] > 0
+    assert payload["result"]["ratio"] == pytest.approx(
+        payload["result"]["ours_examples_per_s"] / payload["result"]["reference_examples_per_s"]
+    )
