@@ -1038,7 +1038,7 @@ class Trainer:
         start = (
             f"resuming from {resume_from} (step {self.position.step})"
             if resume_from
-            else "from scratch"
+            else "from step 0"
         )
         print(
             f"Training {type(accelerator.unwrap_model(self.model)).__name__} {start}: "
