@@ -398,12 +398,16 @@ def test_finetune_cli_end_to_end_and_text_classification_pipeline(tmp_path, caps
             "--out",
             str(out),
             "--no-progress",
+            "--max-steps",
+            "30",  # 2 epochs would be 40 steps: the cap wins
         ]
     )
     assert code == 0
     printed = capsys.readouterr().out
     assert "metrics.json" in printed and "confusion_matrix.png" in printed
+    assert "Stopping after 30 steps (1.50 epochs) instead of 2 epochs (40 steps)" in printed
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 30 and metrics["best_step"] in (15, 30)
     assert metrics["label_names"] == ["negative", "positive"]
     assert metrics["accuracy"] > 0.9
     assert sum(map(sum, metrics["confusion_matrix"])) == 80
