@@ -2882,3 +2882,783 @@ def check_nsp_pairs(fn: Callable) -> bool:
         "print a few of your pairs for a small document by hand and check each rule of the "
         "exercise.",
     )
+
+
+# ----------------------------------------------------------------------------
+# Chapter 11: word labels on sub-words, and the best answer span
+# ----------------------------------------------------------------------------
+
+__all__ += ["check_align_labels", "check_best_span"]
+
+_IGNORE = -100  # the label the loss and the metric skip
+
+
+def _align(
+    word_ids,
+    word_labels,
+    *,
+    subwords="first",
+    special=_IGNORE,
+    zero_is_word=True,
+    keep_unknown=True,
+):
+    """Token labels from word labels, the reference way or with one of the learners' mistakes."""
+    labels = []
+    for position, word in enumerate(word_ids):
+        if word is None or (not zero_is_word and not word):
+            labels.append(special)
+            continue
+        label = word_labels[word]
+        if not keep_unknown and label == _IGNORE:
+            label = 0
+        previous = word_ids[position - 1] if position > 0 else None
+        following = word_ids[position + 1] if position + 1 < len(word_ids) else None
+        if (
+            subwords == "all"
+            or (subwords == "first" and word != previous)
+            or (subwords == "last" and word != following)
+        ):
+            labels.append(label)
+        else:
+            labels.append(_IGNORE)
+    return labels
+
+
+def _align_problem(expected: list[int], got: Any) -> Problem | None:
+    if not isinstance(got, (list, tuple)) and not isinstance(got, torch.Tensor):
+        return Problem([f"expected a list of ints, one label per token; got {type(got).__name__}"])
+    got = [int(x) for x in got]
+    if len(got) != len(expected):
+        return Problem(
+            [f"expected {len(expected)} labels (one per token), got {len(got)}"],
+            "return one label per entry of word_ids, special tokens and padding included.",
+        )
+    if got == expected:
+        return None
+    first = next(i for i, (a, b) in enumerate(zip(expected, got, strict=True)) if a != b)
+    return Problem(
+        [
+            f"expected {expected}",
+            f"got      {got}  (first difference at token {first})",
+        ]
+    )
+
+
+def check_align_labels(fn: Callable) -> bool:
+    """Grade `fn(word_ids, word_labels)` -> one label per token: the word's label on its first
+    sub-word, -100 on the later sub-words and on special tokens and padding (word id None).
+
+    A word label of -100 (unknown) passes through. As `bertcourse.finetune.align_word_labels`.
+    """
+    import random
+
+    def case(description: str, word_ids: list, word_labels: list) -> Case:
+        return Case(description, (word_ids, word_labels), _align(word_ids, word_labels))
+
+    generator = random.Random(11)
+    many_ids: list = [None]
+    for word in range(30):
+        many_ids += [word] * generator.randint(1, 4)
+    many_ids.append(None)
+    many_labels = [generator.randrange(5) for _ in range(30)]
+    cases = [
+        case(
+            "[CLS] 4 words, the second split into 3 sub-words [SEP]",
+            [None, 0, 1, 1, 1, 2, 3, None],
+            [1, 0, 3, 0],
+        ),
+        case(
+            "the first word (word id 0) split into 2 sub-words", [None, 0, 0, 1, 2, None], [3, 0, 1]
+        ),
+        case("padding after [SEP] (word id None)", [None, 0, 1, 1, 2, None, None, None], [0, 1, 2]),
+        case(
+            "a word whose label is -100 (unknown) stays -100",
+            [None, 0, 0, 1, 2, 2, None],
+            [_IGNORE, 1, 2],
+        ),
+        case("truncated: the last word lost", [None, 0, 1, 1, 2, None], [0, 3, 4, 1]),
+        case("30 words of 1 to 4 sub-words", many_ids, many_labels),
+    ]
+    mistakes = [
+        Mistake(
+            "only the first sub-word of a word gets the word's label; the later sub-words get "
+            "-100, so each word counts once in the loss and the metric.",
+            functools.partial(_align, subwords="all"),
+        ),
+        Mistake(
+            "the label goes on the *first* sub-word of each word (a new word id, different from "
+            "the previous token's), not on its last.",
+            functools.partial(_align, subwords="last"),
+        ),
+        Mistake(
+            "word id 0 is the first word, not a special token: test `word is None`, not "
+            "`not word`.",
+            functools.partial(_align, zero_is_word=False),
+        ),
+        Mistake(
+            "special tokens and padding (word id None) get -100, not 0: 0 is the label 'O', and "
+            "the loss would learn to predict it on [CLS] and [SEP].",
+            functools.partial(_align, special=0),
+        ),
+        Mistake(
+            "a word label of -100 (unknown) passes through unchanged: the loss must skip that word.",
+            functools.partial(_align, keep_unknown=False),
+        ),
+    ]
+    return _run_cases(
+        "check_align_labels",
+        fn,
+        cases,
+        _align_problem,
+        mistakes,
+        "walk through word_ids by hand: None -> -100; a new word id -> that word's label; the "
+        "same id as the token before -> -100.",
+    )
+
+
+def _spans(
+    start_logits,
+    end_logits,
+    context_mask,
+    max_answer_length,
+    *,
+    ordered=True,
+    length_check="<",
+    use_mask=True,
+    softmax_over="context",
+    score="product",
+):
+    """(start, end, score) by brute force, the reference way or with one of the mistakes."""
+    start_logits, end_logits = start_logits.double(), end_logits.double()
+    if softmax_over == "context":
+        low = torch.finfo(torch.float64).min
+        start_probs = start_logits.masked_fill(~context_mask, low).softmax(-1)
+        end_probs = end_logits.masked_fill(~context_mask, low).softmax(-1)
+    else:
+        start_probs, end_probs = start_logits.softmax(-1), end_logits.softmax(-1)
+    best = None
+    length = len(start_logits)
+    for start in range(length):
+        for end in range(length):
+            if ordered and end < start:
+                continue
+            tokens = end - start + 1
+            if length_check == "<" and tokens > max_answer_length:
+                continue
+            if length_check == "<=" and tokens > max_answer_length + 1:
+                continue
+            if use_mask and not (context_mask[start] and context_mask[end]):
+                continue
+            if score == "product":
+                value = float(start_probs[start] * end_probs[end])
+            else:
+                value = float(start_logits[start] + end_logits[end])
+            if best is None or value > best[2]:
+                best = (start, end, value)
+    return best
+
+
+def _independent_argmax(start_logits, end_logits, context_mask, max_answer_length):
+    start = int(start_logits.masked_fill(~context_mask, -1e9).argmax())
+    end = int(end_logits.masked_fill(~context_mask, -1e9).argmax())
+    low = torch.finfo(torch.float32).min
+    probs = [
+        x.float().masked_fill(~context_mask, low).softmax(-1) for x in (start_logits, end_logits)
+    ]
+    return start, end, float(probs[0][start] * probs[1][end])
+
+
+def _span_problem(expected: tuple, got: Any) -> Problem | None:
+    if not isinstance(got, (tuple, list)) or len(got) != 3:
+        return Problem(["expected a tuple (start, end, score)"])
+    start, end, score = int(got[0]), int(got[1]), float(got[2])
+    if (start, end) != expected[:2]:
+        return Problem(
+            [
+                f"expected the span ({expected[0]}, {expected[1]}) with score {expected[2]:.4f}",
+                f"got the span ({start}, {end}) with score {score:.4f}",
+            ]
+        )
+    if not math.isclose(score, expected[2], rel_tol=1e-4, abs_tol=1e-7):
+        return Problem(
+            [
+                f"the span ({start}, {end}) is right, but its score is {score:.6g}, expected "
+                f"{expected[2]:.6g}"
+            ],
+            "the score is p_start(start) * p_end(end), each a softmax over the context tokens.",
+        )
+    return None
+
+
+def check_best_span(fn: Callable) -> bool:
+    """Grade `fn(start_logits, end_logits, context_mask, max_answer_length)` -> (start, end, score).
+
+    The best span of one window: start <= end, at most max_answer_length tokens, both ends context
+    tokens (context_mask True), maximising p_start(start) * p_end(end) with each p a softmax over
+    the context tokens; the score is that product. As `bertcourse.finetune.best_span`.
+    """
+
+    def window(question: int, context: int) -> torch.Tensor:
+        """[CLS] question [SEP] context [SEP]: True on the context tokens."""
+        mask = torch.zeros(question + context + 3, dtype=torch.bool)
+        mask[question + 2 : question + 2 + context] = True
+        return mask
+
+    def case(description, start_logits, end_logits, mask, max_answer_length) -> Case:
+        start_logits = torch.tensor(start_logits, dtype=torch.float32)
+        end_logits = torch.tensor(end_logits, dtype=torch.float32)
+        args = (start_logits, end_logits, mask, max_answer_length)
+        return Case(description, args, _spans(*args))
+
+    def logits(length, peaks, base=0.0):
+        values = [base] * length
+        for position, value in peaks.items():
+            values[position] = value
+        return values
+
+    mask = window(3, 10)  # context tokens 5..14
+    generator = torch.Generator().manual_seed(11)
+    random_mask = window(6, 30)
+    cases = [
+        case(
+            "a clear answer: start peak at 7, end peak at 9",
+            logits(16, {7: 5.0}),
+            logits(16, {9: 5.0}),
+            mask,
+            30,
+        ),
+        case(
+            "the best end (6) lies before the best start (10)",
+            logits(16, {10: 6.0, 7: 4.0}),
+            logits(16, {6: 6.0, 12: 4.0}),
+            mask,
+            30,
+        ),
+        case(
+            "the best pair (5, 14) is 10 tokens long, max_answer_length 4",
+            logits(16, {5: 6.0, 11: 3.0}),
+            logits(16, {14: 6.0, 13: 3.0}),
+            mask,
+            4,
+        ),
+        case(
+            "the best span is exactly max_answer_length 4 tokens long (6 to 9), one more would "
+            "score higher",
+            logits(16, {6: 6.0, 5: 6.5}),
+            logits(16, {9: 6.0}),
+            mask,
+            4,
+        ),
+        case(
+            "the highest logits are on question tokens (1 and 2) and [CLS]",
+            logits(16, {0: 9.0, 1: 9.0, 8: 3.0}),
+            logits(16, {0: 9.0, 2: 9.0, 10: 3.0}),
+            mask,
+            30,
+        ),
+        case(
+            "random logits, 6 question and 30 context tokens, max_answer_length 5",
+            torch.randn(39, generator=generator).mul(3).tolist(),
+            torch.randn(39, generator=generator).mul(3).tolist(),
+            random_mask,
+            5,
+        ),
+        case(
+            "random logits, 6 question and 30 context tokens, max_answer_length 30",
+            torch.randn(39, generator=generator).mul(2).tolist(),
+            torch.randn(39, generator=generator).mul(2).tolist(),
+            random_mask,
+            30,
+        ),
+    ]
+    mistakes = [
+        Mistake(
+            "the best start and the best end taken separately need not form a span: search the "
+            "pairs (start, end) with start <= end < start + max_answer_length.",
+            _independent_argmax,
+        ),
+        Mistake(
+            "an answer cannot end before it starts: only pairs with end >= start are spans.",
+            functools.partial(_spans, ordered=False),
+        ),
+        Mistake(
+            "spans longer than max_answer_length tokens are not allowed.",
+            functools.partial(_spans, length_check="none"),
+        ),
+        Mistake(
+            "a span from start to end has end - start + 1 tokens: it must be at most "
+            "max_answer_length, so end < start + max_answer_length (one token too many allowed).",
+            functools.partial(_spans, length_check="<="),
+        ),
+        Mistake(
+            "both ends must be context tokens (context_mask): an answer never starts or ends in "
+            "the question, [CLS] or [SEP].",
+            functools.partial(_spans, use_mask=False, softmax_over="all"),
+        ),
+        Mistake(
+            "take each softmax over the context tokens only (mask the others out first), so the "
+            "question's logits do not change the score.",
+            functools.partial(_spans, softmax_over="all"),
+        ),
+        Mistake(
+            "the score is a probability, p_start(start) * p_end(end), not the sum of the logits "
+            "(the argmax is the same, the score is not).",
+            functools.partial(_spans, score="logits"),
+        ),
+    ]
+    return _run_cases(
+        "check_best_span",
+        fn,
+        cases,
+        _span_problem,
+        mistakes,
+        "print your candidate spans and their scores for a small window and check each rule.",
+    )
+
+
+# ----------------------------------------------------------------------------
+# Chapter 09/10: fine-tuning for classification, sentence pairs
+# ----------------------------------------------------------------------------
+
+__all__ += ["check_classification_head", "check_macro_f1"]
+
+
+def _classification_head(pooled_output, weight, bias, labels=None):
+    logits = pooled_output @ weight.T + bias  # (B, num_labels)
+    if labels is None:
+        return logits, None
+    if weight.shape[0] == 1:  # regression
+        return logits, F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    return logits, F.cross_entropy(logits, labels)
+
+
+def _head_problem(expected: Any, answer: Any) -> Problem | None:
+    expected_logits, expected_loss = expected
+    if not isinstance(answer, tuple) or len(answer) != 2:
+        return Problem(
+            [f"your function returned a {type(answer).__name__}, not a (logits, loss) tuple"],
+            "return two things: the logits and the loss (None when labels is None).",
+        )
+    logits, loss = answer
+    if not isinstance(logits, torch.Tensor) or logits.shape != expected_logits.shape:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        return Problem(
+            [f"logits: expected shape {tuple(expected_logits.shape)}, got {shape}"],
+            "logits = pooled_output @ weight.T + bias: one score per class, (batch, num_labels).",
+        )
+    if not torch.allclose(logits.double(), expected_logits.double(), atol=1e-5, rtol=1e-4):
+        error = (logits.double() - expected_logits.double()).abs().max().item()
+        return Problem([f"logits differ from the expected ones by up to {error:.3g}"])
+    if expected_loss is None:
+        if loss is not None:
+            return Problem(
+                ["without labels the loss must be None"],
+                "compute a loss only when labels are given (labels=None at prediction time).",
+            )
+        return None
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        return Problem(
+            [f"loss: expected a scalar tensor, got {type(loss).__name__}"],
+            "the loss is one number, the mean over the batch.",
+        )
+    if not torch.allclose(loss.double(), expected_loss.double(), atol=1e-5, rtol=1e-4):
+        return Problem(
+            [f"loss: expected {expected_loss.item():.6f}, got {loss.item():.6f}"],
+            "cross-entropy on the raw logits (F.cross_entropy applies log-softmax itself), the "
+            "mean over the batch; with one label, the mean squared error of logits[:, 0].",
+        )
+    return None
+
+
+def check_classification_head(fn: Callable) -> bool:
+    """Grade `fn(pooled_output, weight, bias, labels=None)` -> (logits, loss).
+
+    The linear head of BertForSequenceClassification (after the pooler and
+    dropout): logits = pooled_output @ weight.T + bias, shape (batch,
+    num_labels); the loss is cross-entropy (mean over the batch), or with
+    num_labels == 1 the mean squared error of logits[:, 0] against float
+    labels (regression); loss None when labels is None.
+    """
+
+    def case(description, seed, batch, hidden, num_labels, with_labels=True, dtype=torch.float32):
+        generator = torch.Generator().manual_seed(seed)
+        pooled = torch.randn(batch, hidden, generator=generator, dtype=dtype).tanh()
+        weight = torch.randn(num_labels, hidden, generator=generator, dtype=dtype)
+        bias = torch.randn(num_labels, generator=generator, dtype=dtype)
+        labels = None
+        if with_labels:
+            labels = (
+                torch.rand(batch, generator=generator, dtype=dtype) * 5
+                if num_labels == 1
+                else torch.randint(num_labels, (batch,), generator=generator)
+            )
+        args = (pooled, weight, bias, labels)
+        return Case(description, args, _classification_head(*args))
+
+    cases = [
+        case("batch 4, hidden 8, 3 labels", 0, 4, 8, 3),
+        case("batch 5, hidden 16, 2 labels, no labels given", 1, 5, 16, 2, with_labels=False),
+        case("batch 7, hidden 12, 5 labels, float64", 2, 7, 12, 5, dtype=torch.float64),
+        case("regression: batch 6, hidden 8, num_labels 1, float labels in [0, 5]", 3, 6, 8, 1),
+        case("batch 1, hidden 4, 4 labels", 4, 1, 4, 4),
+    ]
+    mistakes = [
+        Mistake(
+            "the bias is missing: logits = pooled_output @ weight.T + bias.",
+            lambda p, w, b, y=None: _classification_head(p, w, torch.zeros_like(b), y),
+        ),
+        Mistake(
+            "softmax applied before F.cross_entropy, which applies log-softmax itself: pass the "
+            "raw logits.",
+            lambda p, w, b, y=None: (
+                p @ w.T + b,
+                None if y is None else F.cross_entropy((p @ w.T + b).softmax(-1), y),
+            ),
+        ),
+        Mistake(
+            "the loss is summed over the batch; BERT's loss is the mean (reduction='mean').",
+            lambda p, w, b, y=None: (
+                p @ w.T + b,
+                None if y is None else F.cross_entropy(p @ w.T + b, y, reduction="sum"),
+            ),
+        ),
+        Mistake(
+            "with num_labels == 1, compare logits[:, 0] (shape (B,)) with the labels: a (B, 1) "
+            "minus (B,) broadcasts to (B, B), which averages the wrong differences.",
+            lambda p, w, b, y=None: (
+                p @ w.T + b,
+                None
+                if y is None
+                else F.mse_loss((p @ w.T + b).expand(-1, len(y)), y.expand(len(y), -1)),
+            ),
+        ),
+    ]
+    return _run_cases(
+        "check_classification_head",
+        fn,
+        cases,
+        _head_problem,
+        mistakes,
+        "print the shapes: pooled_output (B, H), weight (num_labels, H), logits (B, num_labels).",
+    )
+
+
+def _macro_f1(labels: Sequence[int], predictions: Sequence[int], num_labels: int) -> float:
+    from .metrics import classification_report
+
+    return classification_report(
+        list(labels), list(predictions), [str(i) for i in range(num_labels)]
+    )["macro_f1"]
+
+
+def _macro_f1_problem(expected: float, answer: Any) -> Problem | None:
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+        answer = answer.item()
+    if not isinstance(answer, (int, float)) or isinstance(answer, bool):
+        return Problem(
+            [f"your function returned a {type(answer).__name__}, not a number"],
+            "return the macro-F1 as one float in [0, 1].",
+        )
+    if not math.isfinite(answer):
+        return Problem(
+            [f"expected {expected:.6f}, got {answer}"],
+            "a class never predicted has precision 0/0: count it as 0, as scikit-learn "
+            "does, instead of dividing by zero.",
+            nonfinite=True,
+        )
+    if abs(answer - expected) > 1e-9:
+        return Problem([f"expected {expected:.6f}, got {answer:.6f}"])
+    return None
+
+
+def check_macro_f1(fn: Callable) -> bool:
+    """Grade `fn(labels, predictions, num_labels)` -> macro-F1 (a float).
+
+    The unweighted mean of the per-class F1 over the classes that occur in
+    `labels` (as bertcourse.metrics.classification_report); a class's
+    precision or recall with a zero denominator is 0 (scikit-learn's rule).
+    """
+
+    def case(description, labels, predictions, num_labels):
+        return Case(
+            description,
+            (labels, predictions, num_labels),
+            _macro_f1(labels, predictions, num_labels),
+        )
+
+    generator = torch.Generator().manual_seed(0)
+    many_labels = torch.randint(4, (200,), generator=generator).tolist()
+    noisy = [y if torch.rand(1, generator=generator).item() < 0.6 else 0 for y in many_labels]
+    cases = [
+        case("3 classes, 8 examples", [0, 0, 1, 1, 2, 2, 2, 0], [0, 1, 1, 1, 2, 0, 2, 0], 3),
+        case("unbalanced: 9 of class 0, 1 of class 1, all predicted 0", [0] * 9 + [1], [0] * 10, 2),
+        case("200 examples, 4 classes, many predicted 0", many_labels, noisy, 4),
+        case("class 2 of 3 never occurs and is never predicted", [0, 1, 1, 0], [0, 1, 0, 0], 3),
+        case("class 2 never occurs but is predicted once", [0, 1, 1, 0, 1], [0, 1, 2, 0, 0], 3),
+    ]
+
+    def per_class(labels, predictions, num_labels):
+        out = []
+        for c in range(num_labels):
+            tp = sum(1 for y, p in zip(labels, predictions, strict=True) if y == p == c)
+            pred = sum(1 for p in predictions if p == c)
+            true = sum(1 for y in labels if y == c)
+            precision = tp / pred if pred else 0.0
+            recall = tp / true if true else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            out.append((precision, recall, f1, true))
+        return out
+
+    mistakes = [
+        Mistake(
+            "this is the accuracy (micro-F1 in single-label classification); macro-F1 is "
+            "the mean of the per-class F1 scores.",
+            lambda y, p, k: sum(a == b for a, b in zip(y, p, strict=True)) / len(y),
+        ),
+        Mistake(
+            "this is the support-weighted mean of the F1 scores; macro-F1 gives every class "
+            "the same weight.",
+            lambda y, p, k: sum(f * n for _, _, f, n in per_class(y, p, k)) / len(y),
+        ),
+        Mistake(
+            "average only over the classes that occur in labels, not over all num_labels.",
+            lambda y, p, k: sum(f for *_, f, _ in per_class(y, p, k)) / k,
+        ),
+        Mistake(
+            "F1 is the harmonic mean 2PR/(P+R), not the arithmetic mean (P+R)/2.",
+            lambda y, p, k: (
+                sum((pr + r) / 2 for pr, r, _, n in per_class(y, p, k) if n)
+                / sum(1 for *_, n in per_class(y, p, k) if n)
+            ),
+        ),
+        Mistake(
+            "this is the mean F1 of the predicted classes: average over the classes in labels.",
+            lambda y, p, k: sum(per_class(y, p, k)[c][2] for c in set(p)) / len(set(p)),
+        ),
+    ]
+    return _run_cases(
+        "check_macro_f1",
+        fn,
+        cases,
+        _macro_f1_problem,
+        mistakes,
+        "compute precision, recall and F1 of each class by hand for case 1.",
+    )
+
+
+__all__ += ["check_pair_encoding"]
+
+
+def _pair_encoding(ids_a, ids_b, max_length, cls_id, sep_id):
+    """[CLS] A [SEP] B [SEP] after longest-first truncation (BertTokenizer.truncate's rule)."""
+    budget = max_length - 3
+    a, b = list(ids_a), list(ids_b)
+    if len(a) + len(b) > budget:
+        shorter, longer = sorted((len(a), len(b)))
+        keep_longer = shorter if shorter > budget else max(shorter, budget - shorter)
+        keep_shorter = shorter
+        if keep_shorter + keep_longer > budget:
+            keep_shorter = budget // 2
+            keep_longer = keep_shorter + budget % 2
+        n_a, n_b = (keep_shorter, keep_longer) if len(a) <= len(b) else (keep_longer, keep_shorter)
+        a, b = a[:n_a], b[:n_b]
+    input_ids = [cls_id, *a, sep_id, *b, sep_id]
+    return input_ids, [0] * (len(a) + 2) + [1] * (len(b) + 1)
+
+
+def _pair_problem(expected: Any, answer: Any) -> Problem | None:
+    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+        return Problem(
+            [f"your function returned a {type(answer).__name__}, not (input_ids, token_type_ids)"],
+            "return two lists: the input ids and the segment ids.",
+        )
+    ids, segments = (list(map(int, part)) for part in answer)
+    expected_ids, expected_segments = expected
+    if ids != expected_ids:
+        return Problem(
+            [
+                f"input ids: expected {len(expected_ids)} ids {expected_ids[:12]}...",
+                f"got {len(ids)} ids {ids[:12]}...",
+            ],
+        )
+    if segments != expected_segments:
+        return Problem(
+            [f"segment ids: expected {expected_segments}", f"got {segments}"],
+            "segment 0 is [CLS] A [SEP] (the first [SEP] included), segment 1 is B [SEP].",
+        )
+    return None
+
+
+def check_pair_encoding(fn: Callable) -> bool:
+    """Grade `fn(ids_a, ids_b, max_length, cls_id, sep_id)` -> (input_ids, token_type_ids).
+
+    [CLS] A [SEP] B [SEP] with segment ids 0 for [CLS] A [SEP] and 1 for
+    B [SEP]; if the pair does not fit in max_length (special tokens
+    included), longest-first truncation from the end as the package's
+    BertTokenizer.truncate (and transformers' fast tokenizers): the shorter
+    side is kept whole when the longer one can take the rest, else each gets
+    half of the room, the odd token to the longer one.
+    """
+    cls_id, sep_id = 101, 102
+
+    def case(description, length_a, length_b, max_length):
+        ids_a = list(range(1000, 1000 + length_a))
+        ids_b = list(range(2000, 2000 + length_b))
+        args = (ids_a, ids_b, max_length, cls_id, sep_id)
+        return Case(description, args, _pair_encoding(*args))
+
+    cases = [
+        case("A of 5 and B of 4 tokens, max_length 20 (fits)", 5, 4, 20),
+        case("A of 30, B of 6, max_length 24: only A is cut", 30, 6, 24),
+        case("A of 4, B of 40, max_length 20: only B is cut", 4, 40, 20),
+        case("A of 20, B of 20, max_length 16: both cut, half each", 20, 20, 16),
+        case("A of 9, B of 9, max_length 12 (room 9, odd): the odd token", 9, 9, 12),
+        case("A of 30, B of 12, max_length 17 (both cut, B longer than half)", 30, 12, 17),
+    ]
+
+    def one_at_a_time(a, b, max_length, c, s):
+        a, b = list(a), list(b)
+        while len(a) + len(b) > max_length - 3:
+            (a if len(a) > len(b) else b).pop()
+        return [c, *a, s, *b, s], [0] * (len(a) + 2) + [1] * (len(b) + 1)
+
+    def cut_from_the_start(a, b, max_length, c, s):
+        ids, segments = _pair_encoding(a[::-1], b[::-1], max_length, c, s)
+        n_a = segments.count(0) - 2
+        return [c, *ids[1 : 1 + n_a][::-1], s, *ids[2 + n_a : -1][::-1], s], segments
+
+    def pair(a, b, c, s, segment_of_middle=0):
+        segments = [0] * (len(a) + 1) + [segment_of_middle] + [1] * (len(b) + 1)
+        return [c, *a, s, *b, s], segments
+
+    mistakes = [
+        Mistake(
+            "the pair is not truncated to max_length: cut the longer side first.",
+            lambda a, b, m, c, s: pair(a, b, c, s),
+        ),
+        Mistake(
+            "max_length counts the 3 special tokens too: the room for A and B is max_length - 3.",
+            lambda a, b, m, c, s: _pair_encoding(a, b, m + 3, c, s),
+        ),
+        Mistake(
+            "tokens are cut from the end of a sequence, not from its start.",
+            cut_from_the_start,
+        ),
+        Mistake(
+            "only B is truncated: longest-first cuts the longer side (and both when needed).",
+            lambda a, b, m, c, s: pair(a, b[: max(0, m - 3 - len(a))], c, s),
+        ),
+        Mistake(
+            "removing one token at a time from the longer side gives the odd token to B on a "
+            "tie; the reference rule gives each half of the room and the odd token to the "
+            "longer one (to A when they tie).",
+            one_at_a_time,
+        ),
+        Mistake(
+            "the first [SEP] belongs to segment 0: segment 1 is B [SEP].",
+            lambda a, b, m, c, s: (
+                _pair_encoding(a, b, m, c, s)[0],
+                [0]
+                * (
+                    len(_pair_encoding(a, b, m, c, s)[0])
+                    - len([x for x in _pair_encoding(a, b, m, c, s)[1] if x])
+                    - 1
+                )
+                + [1] * (len([x for x in _pair_encoding(a, b, m, c, s)[1] if x]) + 1),
+            ),
+        ),
+    ]
+    return _run_cases(
+        "check_pair_encoding",
+        fn,
+        cases,
+        _pair_problem,
+        mistakes,
+        "print your ids for case 1 next to [CLS] A [SEP] B [SEP].",
+    )
+
+
+__all__ += ["check_segment_ids"]
+
+
+def _segment_ids(input_ids: torch.Tensor, sep_id: int, pad_id: int = 0) -> torch.Tensor:
+    after_first_sep = ((input_ids == sep_id).cumsum(-1) - (input_ids == sep_id).long()) >= 1
+    return (after_first_sep & (input_ids != pad_id)).long()
+
+
+def _segment_problem(expected: torch.Tensor, answer: Any) -> Problem | None:
+    if not isinstance(answer, torch.Tensor):
+        return Problem(
+            [f"your function returned a {type(answer).__name__}, not a tensor"],
+            "return a LongTensor of the shape of input_ids.",
+        )
+    if answer.shape != expected.shape:
+        return Problem([f"expected shape {tuple(expected.shape)}, got {tuple(answer.shape)}"])
+    if not torch.equal(answer.long(), expected):
+        row = int((answer.long() != expected).any(-1).nonzero()[0])
+        return Problem(
+            [f"row {row}: expected {expected[row].tolist()}", f"got {answer[row].long().tolist()}"]
+        )
+    return None
+
+
+def check_segment_ids(fn: Callable) -> bool:
+    """Grade `fn(input_ids, sep_id, pad_id)` -> token_type_ids for a padded batch of pairs.
+
+    input_ids (B, T) hold [CLS] A [SEP] B [SEP] [PAD]...: segment 0 up to
+    and including the first [SEP], 1 after it up to the second [SEP], and 0
+    on padding (as transformers' tokenizers pad token_type_ids). A row with
+    a single [SEP] (one text, no pair) is all 0.
+    """
+    cls_id, sep_id, pad_id = 101, 102, 0
+
+    def row(length_a, length_b, total):
+        ids = [cls_id, *range(1000, 1000 + length_a), sep_id]
+        if length_b is not None:
+            ids += [*range(2000, 2000 + length_b), sep_id]
+        return ids + [pad_id] * (total - len(ids))
+
+    def case(description, shapes, total):
+        input_ids = torch.tensor([row(a, b, total) for a, b in shapes])
+        return Case(
+            description, (input_ids, sep_id, pad_id), _segment_ids(input_ids, sep_id, pad_id)
+        )
+
+    cases = [
+        case("one pair, no padding", [(3, 4)], 10),
+        case("three pairs of different lengths, padded", [(2, 3), (5, 1), (1, 1)], 12),
+        case("a single text (one [SEP]) next to a pair", [(4, None), (2, 2)], 9),
+        case("empty A and empty B", [(0, 0), (1, 0)], 6),
+        case("long batch, mostly padding", [(6, 9), (1, 2), (3, 3), (2, 7)], 30),
+    ]
+    mistakes = [
+        Mistake(
+            "the first [SEP] closes segment A: it belongs to segment 0.",
+            lambda x, s, p: (
+                ((x == s).cumsum(-1) >= 1).long()
+                * (x != p).long()
+                * ((x == s).cumsum(-1) - (x == s).long() <= 1).long()
+            ),
+        ),
+        Mistake(
+            "padding gets segment 0 (transformers' tokenizers pad token_type_ids with 0).",
+            lambda x, s, p: (((x == s).cumsum(-1) - (x == s).long()) >= 1).long(),
+        ),
+        Mistake(
+            "every token is segment 0: B's tokens must be 1.", lambda x, s, p: torch.zeros_like(x)
+        ),
+        Mistake(
+            "only the tokens of B are segment 1: its closing [SEP] belongs to B too.",
+            lambda x, s, p: (
+                (((x == s).cumsum(-1) - (x == s).long()) >= 1) & (x != s) & (x != p)
+            ).long(),
+        ),
+    ]
+    return _run_cases(
+        "check_segment_ids",
+        fn,
+        cases,
+        _segment_problem,
+        mistakes,
+        "write the segment id under each token of case 1 by hand.",
+    )

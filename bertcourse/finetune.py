@@ -681,9 +681,8 @@ def _finish_finetuning(
     options: argparse.Namespace,
 ) -> dict[str, Any]:
     """Best weights back in, a full report on the validation set, plots, and the export."""
-    import matplotlib
+    import matplotlib.pyplot as plt
 
-    matplotlib.use("Agg")
     from .train import BEST_DIR, LOG_CSV, export_for_transformers, load_model_weights
     from .viz import plot_confusion_matrix, plot_training_curves
 
@@ -716,8 +715,10 @@ def _finish_finetuning(
         title=f"validation: accuracy {report['accuracy']:.1%}, macro-F1 {report['macro_f1']:.3f}",
     )
     figure.savefig(out / "confusion_matrix.png", dpi=120, bbox_inches="tight")
+    plt.close(figure)  # saved, not shown: a notebook that runs the command keeps its own figures
     figure = plot_training_curves(out / LOG_CSV)
     figure.savefig(out / "training_curves.png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
     exported = export_for_transformers(model, tokenizer, out / "model")
     print(
         f"Done: {result.global_step} steps in {result.elapsed_s:.0f} s "

@@ -428,9 +428,16 @@ def test_offline_classification_classes_and_split():
     assert train.label_names == list(OFFLINE_CLASSIFICATION_PACKAGES)
     assert 4 <= len(train.label_names) <= 8
     assert min(train.class_counts().values()) >= 150
-    assert min(validation.class_counts().values()) > 0  # every class can be scored
-    assert not set(train.texts) & set(validation.texts)  # split by module: no module in both
+    # A balanced validation set: chance (and the majority rate) is 1/number of classes.
+    per_class = data.OFFLINE_CLASSIFICATION_VALIDATION_PER_CLASS
+    assert set(validation.class_counts().values()) == {per_class}
+    assert not set(train.texts) & set(validation.texts)  # a sentence is in one split only
+    assert len(set(train.texts)) == len(train)  # repeated sentences are left out
+    everything = offline_classification("all")
+    assert sorted(everything.texts) == sorted(train.texts + validation.texts)
     assert offline_classification("train") == train
+    with pytest.raises(ValueError, match="Unknown split"):
+        offline_classification("test")
 
 
 def test_offline_pair_classification_is_balanced_and_truthful():

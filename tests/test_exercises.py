@@ -1482,3 +1482,540 @@ def test_check_nsp_pairs_reports_stubs_and_odd_answers():
         )
     with pytest.raises(ExerciseFailed, match="expects your function itself"):
         check_nsp_pairs(None)
+
+
+# ----------------------------------------------------------------------------
+# Chapter 11: word labels on sub-words, and the best answer span
+# ----------------------------------------------------------------------------
+
+from bertcourse.exercises import check_align_labels, check_best_span  # noqa: E402
+
+
+def align_labels(word_ids, word_labels):
+    """The chapter's solution: the word's label on its first sub-word, -100 elsewhere."""
+    labels, previous = [], None
+    for word in word_ids:
+        if word is None:
+            labels.append(-100)
+        elif word != previous:
+            labels.append(word_labels[word])
+        else:
+            labels.append(-100)
+        previous = word
+    return labels
+
+
+def align_every_subword(word_ids, word_labels):
+    return [-100 if word is None else word_labels[word] for word in word_ids]
+
+
+def align_last_subword(word_ids, word_labels):
+    labels = []
+    for position, word in enumerate(word_ids):
+        following = word_ids[position + 1] if position + 1 < len(word_ids) else None
+        labels.append(-100 if word is None or word == following else word_labels[word])
+    return labels
+
+
+def align_zero_is_special(word_ids, word_labels):
+    labels, previous = [], None
+    for word in word_ids:
+        if not word:  # word 0 is falsy too
+            labels.append(-100)
+        elif word != previous:
+            labels.append(word_labels[word])
+        else:
+            labels.append(-100)
+        previous = word
+    return labels
+
+
+def align_specials_zero(word_ids, word_labels):
+    return [
+        0 if label == -100 and word is None else label
+        for word, label in zip(word_ids, align_labels(word_ids, word_labels), strict=True)
+    ]
+
+
+def align_unknown_to_zero(word_ids, word_labels):
+    return align_labels(word_ids, [max(label, 0) for label in word_labels])
+
+
+def align_drops_padding(word_ids, word_labels):
+    while word_ids and word_ids[-1] is None:
+        word_ids = word_ids[:-1]
+    return align_labels(word_ids, word_labels) + [-100]
+
+
+ALIGN_BUGS = [
+    (align_every_subword, "only the first sub-word"),
+    (align_last_subword, "*first* sub-word"),
+    (align_zero_is_special, "word id 0"),
+    (align_specials_zero, "special tokens and padding"),
+    (align_unknown_to_zero, "passes through"),
+    (align_drops_padding, "one label per entry of word_ids"),
+]
+PLANTED[check_align_labels] = (align_labels, ALIGN_BUGS)
+
+
+def span_search(start_logits, end_logits, context_mask, max_answer_length=30, *, bug=None):
+    """The chapter's solution (bug=None) and the planted bugs: scores of every valid pair."""
+    low = torch.finfo(torch.float32).min
+    over = torch.ones_like(context_mask) if bug in ("softmax_all", "question") else context_mask
+    start_probs = start_logits.masked_fill(~over, low).softmax(-1)
+    end_probs = end_logits.masked_fill(~over, low).softmax(-1)
+    best = (0, 0, -1.0)
+    for start in range(len(start_logits)):
+        for end in range(len(end_logits)):
+            if end < start and bug != "unordered":
+                continue
+            limit = {"no_limit": 10**9, "off_by_one": max_answer_length + 1}.get(
+                bug, max_answer_length
+            )
+            if end - start + 1 > limit:
+                continue
+            if bug != "question" and not (context_mask[start] and context_mask[end]):
+                continue
+            if bug == "logit_sum":
+                score = float(start_logits[start] + end_logits[end])
+            else:
+                score = float(start_probs[start] * end_probs[end])
+            if score > best[2]:
+                best = (start, end, score)
+    return best
+
+
+def span_bug(name, bug):
+    def spans(start_logits, end_logits, context_mask, max_answer_length):
+        return span_search(start_logits, end_logits, context_mask, max_answer_length, bug=bug)
+
+    spans.__name__ = spans.__qualname__ = name
+    return spans
+
+
+def span_independent_argmax(start_logits, end_logits, context_mask, max_answer_length):
+    low = torch.finfo(torch.float32).min
+    start_probs = start_logits.masked_fill(~context_mask, low).softmax(-1)
+    end_probs = end_logits.masked_fill(~context_mask, low).softmax(-1)
+    start, end = int(start_probs.argmax()), int(end_probs.argmax())
+    return start, end, float(start_probs[start] * end_probs[end])
+
+
+SPAN_BUGS = [
+    (span_independent_argmax, "taken separately"),
+    (span_bug("end_before_start", "unordered"), "cannot end before it starts"),
+    (span_bug("no_length_limit", "no_limit"), "longer than max_answer_length"),
+    (span_bug("length_off_by_one", "off_by_one"), "end - start + 1"),
+    (span_bug("spans_in_the_question", "question"), "context tokens"),
+    (span_bug("softmax_over_the_window", "softmax_all"), "context tokens only"),
+    (span_bug("score_is_logit_sum", "logit_sum"), "not the sum of the logits"),
+]
+PLANTED[check_best_span] = (span_search, SPAN_BUGS)
+
+
+def test_chapter_11_reference_solutions_and_package_pass(capsys):
+    from bertcourse.finetune import align_word_labels, best_span
+
+    for checker, solution in [
+        (check_align_labels, align_labels),
+        (check_align_labels, align_word_labels),
+        (check_best_span, span_search),
+        (check_best_span, best_span),
+    ]:
+        assert checker(solution) is True
+        assert capsys.readouterr().out.startswith(f"✓ {checker.__name__}: all ")
+
+
+@pytest.mark.parametrize(
+    ("checker", "bug", "keyword"),
+    [(check_align_labels, *bug) for bug in ALIGN_BUGS]
+    + [(check_best_span, *bug) for bug in SPAN_BUGS],
+    ids=lambda x: getattr(x, "__name__", ""),
+)
+def test_chapter_11_planted_bug_is_rejected_with_its_hint(checker, bug, keyword, capsys):
+    with pytest.raises(ExerciseFailed) as failure:
+        checker(bug)
+    message = failure.value.message
+    assert message.startswith(f"✗ {checker.__name__}: case ")
+    assert keyword in message, message
+    assert "HINT: " in message
+    assert len(message.splitlines()) <= 6, message
+    assert "✓" not in capsys.readouterr().out
+
+
+def test_chapter_11_checkers_report_stubs_and_odd_answers():
+    def my_align(word_ids, word_labels):
+        raise NotImplementedError
+
+    with pytest.raises(ExerciseFailed, match="^Not implemented yet: .* in my_align with"):
+        check_align_labels(my_align)
+    with pytest.raises(ExerciseFailed, match="expected a list of ints"):
+        check_align_labels(lambda word_ids, word_labels: None)
+    with pytest.raises(ExerciseFailed, match="expected a tuple \\(start, end, score\\)"):
+        check_best_span(lambda start_logits, end_logits, context_mask, max_answer_length: 3)
+
+
+# ----------------------------------------------------------------------------
+# Chapter 09/10: check_classification_head and check_macro_f1
+# ----------------------------------------------------------------------------
+
+from bertcourse.exercises import check_classification_head, check_macro_f1  # noqa: E402
+from bertcourse.metrics import classification_report  # noqa: E402
+
+
+def classification_head(pooled_output, weight, bias, labels=None):
+    logits = pooled_output @ weight.T + bias
+    if labels is None:
+        return logits, None
+    if logits.shape[-1] == 1:
+        return logits, F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    return logits, F.cross_entropy(logits, labels)
+
+
+def classification_head_as_module(pooled_output, weight, bias, labels=None):
+    """Another correct answer: an nn.Linear holding the weights, and the losses as modules."""
+    linear = torch.nn.Linear(weight.shape[1], weight.shape[0], dtype=weight.dtype)
+    linear.weight.data, linear.bias.data = weight, bias
+    logits = linear(pooled_output)
+    if labels is None:
+        return logits, None
+    if weight.shape[0] == 1:
+        return logits, torch.nn.MSELoss()(logits.view(-1), labels.view(-1).to(logits.dtype))
+    return logits, torch.nn.CrossEntropyLoss()(logits, labels)
+
+
+def head_without_bias(pooled_output, weight, bias, labels=None):
+    return classification_head(pooled_output, weight, torch.zeros_like(bias), labels)
+
+
+def head_softmax_then_cross_entropy(pooled_output, weight, bias, labels=None):
+    logits = pooled_output @ weight.T + bias
+    if labels is None:
+        return logits, None
+    if logits.shape[-1] == 1:
+        return logits, F.mse_loss(logits.squeeze(-1), labels)
+    return logits, F.cross_entropy(logits.softmax(-1), labels)
+
+
+def head_summed_loss(pooled_output, weight, bias, labels=None):
+    logits = pooled_output @ weight.T + bias
+    if labels is None:
+        return logits, None
+    if logits.shape[-1] == 1:
+        return logits, F.mse_loss(logits.squeeze(-1), labels, reduction="sum")
+    return logits, F.cross_entropy(logits, labels, reduction="sum")
+
+
+def head_regression_broadcast(pooled_output, weight, bias, labels=None):
+    logits = pooled_output @ weight.T + bias
+    if labels is None:
+        return logits, None
+    if logits.shape[-1] == 1:
+        return logits, ((logits - labels) ** 2).mean()  # (B, 1) - (B,) -> (B, B)
+    return logits, F.cross_entropy(logits, labels)
+
+
+def head_loss_always(pooled_output, weight, bias, labels=None):
+    logits = pooled_output @ weight.T + bias
+    if labels is None:
+        labels = logits.argmax(-1)
+    return logits, F.cross_entropy(logits, labels)
+
+
+def head_weight_not_transposed(pooled_output, weight, bias, labels=None):
+    return classification_head(pooled_output, weight.reshape(weight.shape[1], -1).T, bias, labels)
+
+
+HEAD_BUGS = [
+    (head_without_bias, "bias is missing"),
+    (head_softmax_then_cross_entropy, "raw logits"),
+    (head_summed_loss, "mean"),
+    (head_regression_broadcast, "broadcasts"),
+    (head_loss_always, "must be None"),
+    (head_weight_not_transposed, "logits differ"),
+]
+PLANTED[check_classification_head] = (classification_head, HEAD_BUGS)
+
+
+def macro_f1(labels, predictions, num_labels):
+    f1_scores = []
+    for c in range(num_labels):
+        true_positives = sum(y == p == c for y, p in zip(labels, predictions, strict=True))
+        predicted = sum(p == c for p in predictions)
+        actual = sum(y == c for y in labels)
+        if actual == 0:
+            continue
+        precision = true_positives / predicted if predicted else 0.0
+        recall = true_positives / actual
+        f1_scores.append(2 * precision * recall / (precision + recall) if true_positives else 0.0)
+    return sum(f1_scores) / len(f1_scores)
+
+
+def macro_f1_by_report(labels, predictions, num_labels):
+    names = [str(i) for i in range(num_labels)]
+    return classification_report(list(labels), list(predictions), names)["macro_f1"]
+
+
+def macro_f1_is_accuracy(labels, predictions, num_labels):
+    return sum(y == p for y, p in zip(labels, predictions, strict=True)) / len(labels)
+
+
+def macro_f1_weighted(labels, predictions, num_labels):
+    names = [str(i) for i in range(num_labels)]
+    per_class = classification_report(list(labels), list(predictions), names)["per_class"]
+    return sum(c["f1"] * c["support"] for c in per_class.values()) / len(labels)
+
+
+def macro_f1_over_all_classes(labels, predictions, num_labels):
+    present = len(set(labels))
+    return macro_f1(labels, predictions, num_labels) * present / num_labels
+
+
+def macro_f1_arithmetic_mean(labels, predictions, num_labels):
+    scores = []
+    for c in sorted(set(labels)):
+        tp = sum(y == p == c for y, p in zip(labels, predictions, strict=True))
+        predicted = sum(p == c for p in predictions)
+        precision = tp / predicted if predicted else 0.0
+        scores.append((precision + tp / sum(y == c for y in labels)) / 2)
+    return sum(scores) / len(scores)
+
+
+def macro_f1_divides_by_zero(labels, predictions, num_labels):
+    scores = []
+    for c in sorted(set(labels)):
+        tp = sum(y == p == c for y, p in zip(labels, predictions, strict=True))
+        precision = tp / sum(p == c for p in predictions)
+        recall = tp / sum(y == c for y in labels)
+        scores.append(2 * precision * recall / (precision + recall) if tp else 0.0)
+    return sum(scores) / len(scores)
+
+
+MACRO_F1_BUGS = [
+    (macro_f1_is_accuracy, "accuracy"),
+    (macro_f1_weighted, "support-weighted"),
+    (macro_f1_over_all_classes, "classes that occur in labels"),
+    (macro_f1_arithmetic_mean, "harmonic mean"),
+    (macro_f1_divides_by_zero, "ZeroDivisionError"),
+]
+PLANTED[check_macro_f1] = (macro_f1, MACRO_F1_BUGS)
+
+
+@pytest.mark.parametrize(
+    ("checker", "solution"),
+    [
+        (check_classification_head, classification_head),
+        (check_classification_head, classification_head_as_module),
+        (check_macro_f1, macro_f1),
+        (check_macro_f1, macro_f1_by_report),
+    ],
+    ids=lambda f: f.__name__,
+)
+def test_chapter_09_checkers_pass_correct_solutions(checker, solution, capsys):
+    assert checker(solution) is True
+    assert capsys.readouterr().out.strip() == f"✓ {checker.__name__}: all 5 cases passed"
+
+
+@pytest.mark.parametrize(
+    ("checker", "bug", "keyword"),
+    [(check_classification_head, *bug) for bug in HEAD_BUGS]
+    + [(check_macro_f1, *bug) for bug in MACRO_F1_BUGS],
+    ids=lambda b: getattr(b, "__name__", ""),
+)
+def test_chapter_09_checkers_reject_planted_bugs(checker, bug, keyword, capsys):
+    with pytest.raises(ExerciseFailed) as failure:
+        checker(bug)
+    message = failure.value.message
+    assert message.startswith(f"✗ {checker.__name__}: case ")
+    assert keyword in message, message
+    assert "HINT: " in message
+    assert len(message.splitlines()) <= 6, message
+    assert "✓" not in capsys.readouterr().out
+
+
+# check_pair_encoding (chapter: sentence pairs)
+
+from bertcourse.exercises import check_pair_encoding  # noqa: E402
+
+
+def pair_encoding(ids_a, ids_b, max_length, cls_id, sep_id):
+    a, b = list(ids_a), list(ids_b)
+    room = max_length - 3
+    if len(a) + len(b) > room:
+        shorter = min(len(a), len(b))
+        if shorter <= room // 2:
+            keep = (shorter, room - shorter)
+        else:
+            keep = (room // 2, room - room // 2)
+        n_a, n_b = keep if len(a) <= len(b) else keep[::-1]
+        a, b = a[:n_a], b[:n_b]
+    return [cls_id, *a, sep_id, *b, sep_id], [0] * (len(a) + 2) + [1] * (len(b) + 1)
+
+
+def pair_encoding_by_the_tokenizer(ids_a, ids_b, max_length, cls_id, sep_id):
+    """Another correct answer: the package tokenizer's own truncation rule."""
+    from bertcourse.tokenization import BertTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained("minilm")
+    a, b = tokenizer.truncate(list(ids_a), list(ids_b), max_length)
+    return [cls_id, *a, sep_id, *b, sep_id], [0] * (len(a) + 2) + [1] * (len(b) + 1)
+
+
+def pair_not_truncated(ids_a, ids_b, max_length, cls_id, sep_id):
+    return pair_encoding(ids_a, ids_b, 10**6, cls_id, sep_id)
+
+
+def pair_budget_without_specials(ids_a, ids_b, max_length, cls_id, sep_id):
+    return pair_encoding(ids_a, ids_b, max_length + 3, cls_id, sep_id)
+
+
+def pair_cut_from_the_start(ids_a, ids_b, max_length, cls_id, sep_id):
+    ids, segments = pair_encoding(ids_a[::-1], ids_b[::-1], max_length, cls_id, sep_id)
+    n_a = segments.count(0) - 2
+    a, b = ids[1 : 1 + n_a][::-1], ids[2 + n_a : -1][::-1]
+    return [cls_id, *a, sep_id, *b, sep_id], segments
+
+
+def pair_truncates_b_only(ids_a, ids_b, max_length, cls_id, sep_id):
+    b = list(ids_b)[: max(0, max_length - 3 - len(ids_a))]
+    return [cls_id, *ids_a, sep_id, *b, sep_id], [0] * (len(ids_a) + 2) + [1] * (len(b) + 1)
+
+
+def pair_one_token_at_a_time(ids_a, ids_b, max_length, cls_id, sep_id):
+    a, b = list(ids_a), list(ids_b)
+    while len(a) + len(b) > max_length - 3:
+        (a if len(a) > len(b) else b).pop()
+    return [cls_id, *a, sep_id, *b, sep_id], [0] * (len(a) + 2) + [1] * (len(b) + 1)
+
+
+def pair_middle_sep_in_segment_b(ids_a, ids_b, max_length, cls_id, sep_id):
+    ids, segments = pair_encoding(ids_a, ids_b, max_length, cls_id, sep_id)
+    first_sep = ids.index(sep_id)
+    segments[first_sep] = 1
+    return ids, segments
+
+
+def pair_all_segment_zero(ids_a, ids_b, max_length, cls_id, sep_id):
+    ids, _ = pair_encoding(ids_a, ids_b, max_length, cls_id, sep_id)
+    return ids, [0] * len(ids)
+
+
+PAIR_BUGS = [
+    (pair_not_truncated, "not truncated"),
+    (pair_budget_without_specials, "3 special tokens"),
+    (pair_cut_from_the_start, "from the end"),
+    (pair_truncates_b_only, "only B is truncated"),
+    (pair_one_token_at_a_time, "one token at a time"),
+    (pair_middle_sep_in_segment_b, "first [SEP] belongs to segment 0"),
+    (pair_all_segment_zero, "segment 1 is B [SEP]"),
+]
+PLANTED[check_pair_encoding] = (pair_encoding, PAIR_BUGS)
+
+
+@pytest.mark.parametrize(
+    "solution", [pair_encoding, pair_encoding_by_the_tokenizer], ids=lambda f: f.__name__
+)
+def test_check_pair_encoding_passes_correct_encoders(solution, capsys):
+    assert check_pair_encoding(solution) is True
+    assert capsys.readouterr().out.strip() == "✓ check_pair_encoding: all 6 cases passed"
+
+
+@pytest.mark.parametrize(("bug", "keyword"), PAIR_BUGS, ids=lambda b: getattr(b, "__name__", ""))
+def test_check_pair_encoding_rejects_planted_bug(bug, keyword, capsys):
+    with pytest.raises(ExerciseFailed) as failure:
+        check_pair_encoding(bug)
+    message = failure.value.message
+    assert message.startswith("✗ check_pair_encoding: case ")
+    assert keyword in message, message
+    assert "HINT: " in message
+    assert len(message.splitlines()) <= 6, message
+    assert "✓" not in capsys.readouterr().out
+
+
+# check_segment_ids (chapter: sentence pairs)
+
+from bertcourse.exercises import check_segment_ids  # noqa: E402
+
+
+def segment_ids(input_ids, sep_id, pad_id=0):
+    segments = torch.zeros_like(input_ids)
+    for row in range(input_ids.shape[0]):
+        seps_seen = 0
+        for position, token in enumerate(input_ids[row].tolist()):
+            if token == pad_id:
+                break
+            segments[row, position] = 1 if seps_seen >= 1 else 0
+            seps_seen += token == sep_id
+    return segments
+
+
+def segment_ids_by_cumsum(input_ids, sep_id, pad_id=0):
+    is_sep = (input_ids == sep_id).long()
+    return (((is_sep.cumsum(-1) - is_sep) >= 1) & (input_ids != pad_id)).long()
+
+
+def segments_first_sep_in_b(input_ids, sep_id, pad_id=0):
+    return (((input_ids == sep_id).cumsum(-1) >= 1) & (input_ids != pad_id)).long()
+
+
+def segments_padding_in_b(input_ids, sep_id, pad_id=0):
+    is_sep = (input_ids == sep_id).long()
+    return ((is_sep.cumsum(-1) - is_sep) >= 1).long()
+
+
+def segments_all_zero(input_ids, sep_id, pad_id=0):
+    return torch.zeros_like(input_ids)
+
+
+def segments_without_closing_sep(input_ids, sep_id, pad_id=0):
+    return segment_ids_by_cumsum(input_ids, sep_id, pad_id) * (input_ids != sep_id).long()
+
+
+def segments_as_list(input_ids, sep_id, pad_id=0):
+    return segment_ids(input_ids, sep_id, pad_id).tolist()
+
+
+SEGMENT_BUGS = [
+    (segments_first_sep_in_b, "first [SEP] closes segment A"),
+    (segments_padding_in_b, "padding gets segment 0"),
+    (segments_all_zero, "B's tokens must be 1"),
+    (segments_without_closing_sep, "closing [SEP] belongs to B"),
+    (segments_as_list, "not a tensor"),
+]
+PLANTED[check_segment_ids] = (segment_ids, SEGMENT_BUGS)
+
+
+@pytest.mark.parametrize("solution", [segment_ids, segment_ids_by_cumsum], ids=lambda f: f.__name__)
+def test_check_segment_ids_passes_correct_solutions(solution, capsys):
+    assert check_segment_ids(solution) is True
+    assert capsys.readouterr().out.strip() == "✓ check_segment_ids: all 5 cases passed"
+
+
+@pytest.mark.parametrize(("bug", "keyword"), SEGMENT_BUGS, ids=lambda b: getattr(b, "__name__", ""))
+def test_check_segment_ids_rejects_planted_bug(bug, keyword, capsys):
+    with pytest.raises(ExerciseFailed) as failure:
+        check_segment_ids(bug)
+    message = failure.value.message
+    assert message.startswith("✗ check_segment_ids: case ")
+    assert keyword in message, message
+    assert "HINT: " in message
+    assert len(message.splitlines()) <= 6, message
+    assert "✓" not in capsys.readouterr().out
+
+
+def test_segment_ids_match_the_tokenizers():
+    """The checker's reference equals the package tokenizer's segment ids on padded real pairs."""
+    from bertcourse.exercises import _segment_ids
+    from bertcourse.tokenization import BertTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained("minilm")
+    encoded = tokenizer(
+        ["A short one.", "Two sentences here"],
+        ["And its pair, longer.", "B"],
+        padding=True,
+        return_tensors="pt",
+    )
+    torch.testing.assert_close(
+        _segment_ids(encoded["input_ids"], tokenizer.sep_token_id, tokenizer.pad_token_id),
+        encoded["token_type_ids"],
+    )
