@@ -207,6 +207,27 @@ class PretrainingResult:
         return self.ours_tokens_per_s / self.reference_tokens_per_s
 
 
+def step_setup(
+    batch: int, seq_len: int, padding: float, dtype: str, device: torch.device, steps: int
+) -> dict:
+    """What a timed training step ran on: the batch, precision, device and software."""
+    import transformers
+
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return {
+        "batch": batch,
+        "seq_len": seq_len,
+        "padding": padding,
+        "dtype": dtype,
+        "device": str(device),
+        "device_name": device_name or platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "steps": steps,
+    }
+
+
 def time_training_steps(
     models: dict, step, warmup: int, steps: int, device: torch.device
 ) -> tuple[dict[str, list[float]], dict[str, float | None]]:
@@ -310,16 +331,7 @@ def run_pretraining(
         "size": size,
         "layers_hidden_heads": SIZES[size],
         "vocab_size": vocab_size,
-        "batch": batch,
-        "seq_len": seq_len,
-        "padding": padding,
-        "dtype": dtype,
-        "device": str(device),
-        "device_name": device_name or platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "steps": steps,
+        **step_setup(batch, seq_len, padding, dtype, device, steps),
         "loss_difference": loss_difference,
         "flops_per_token": flops,
         "peak_bf16_tflops": peak_tflops,
@@ -386,7 +398,6 @@ def run_finetuning(
 
     times, peak = time_training_steps(models, step, warmup, steps, device)
     speed = {name: batch / statistics.median(times[name]) for name in models}
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     setup = {
         "task": "fine-tuning step (forward + backward + AdamW), sequence classification, "
         "MiniLM weights",
@@ -396,16 +407,7 @@ def run_finetuning(
             config.num_attention_heads,
         ),
         "vocab_size": config.vocab_size,
-        "batch": batch,
-        "seq_len": seq_len,
-        "padding": padding,
-        "dtype": dtype,
-        "device": str(device),
-        "device_name": device_name or platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "steps": steps,
+        **step_setup(batch, seq_len, padding, dtype, device, steps),
         "loss_difference": loss_difference,
     }
     result = PretrainingResult(

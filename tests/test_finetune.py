@@ -267,9 +267,9 @@ def test_decode_answers_maps_back_to_the_original_characters(tokenizer):
 # -- the engine: best checkpoint ------------------------------------------------------
 
 
-def tiny_checkpoint(directory, seed=0):
-    """A small random BERT with MiniLM's vocabulary, saved as a transformers directory."""
-    config = BertConfig(
+def tiny_config():
+    """A small BERT with MiniLM's vocabulary (so MiniLM's tokenizer fits it)."""
+    return BertConfig(
         vocab_size=30522,
         hidden_size=32,
         num_hidden_layers=2,
@@ -277,6 +277,11 @@ def tiny_checkpoint(directory, seed=0):
         intermediate_size=64,
         max_position_embeddings=128,
     )
+
+
+def tiny_checkpoint(directory, seed=0):
+    """A small random BERT with MiniLM's vocabulary, saved as a transformers directory."""
+    config = tiny_config()
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config, num_labels=2)
     model.save_pretrained(directory)
@@ -488,14 +493,7 @@ def test_finetune_cli_bad_input(tmp_path):
 
 
 def test_token_classification_pipeline_equals_our_model(tmp_path, tokenizer):
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
+    config = tiny_config()
     names = ["O", "B-MOD", "I-MOD", "B-EXC", "I-EXC"]
     ours = BertForTokenClassification(config, num_labels=5, id2label=dict(enumerate(names))).eval()
     from bertcourse.train import export_for_transformers
