@@ -37,6 +37,19 @@ from bertcourse.exercises import (
 # ----------------------------------------------------------------------------
 
 
+def assert_rejects(checker, bug, keyword, capsys):
+    """The checker fails the planted bug with a short report: the case, `keyword`, a hint."""
+    with pytest.raises(ExerciseFailed) as failure:
+        checker(bug)
+    message = failure.value.message
+    assert message.startswith(f"✗ {checker.__name__}: case ")
+    assert keyword in message, message
+    assert "HINT: " in message
+    assert len(message.splitlines()) <= 6, message
+    assert "✓" not in capsys.readouterr().out
+    return message
+
+
 def attention(query, key, value, attention_mask=None, *, scale=True, mask_mode="finfo", dim=-1):
     scores = query @ key.transpose(-2, -1)
     if scale:
@@ -773,15 +786,8 @@ def test_reference_solution_passes(checker, capsys):
 
 @pytest.mark.parametrize(("checker", "bug", "keyword"), BUGS)
 def test_planted_bug_is_rejected_with_its_hint(checker, bug, keyword, capsys):
-    with pytest.raises(ExerciseFailed) as failure:
-        checker(bug)
-    message = failure.value.message
-    assert message.startswith(f"✗ {checker.__name__}: case ")
+    message = assert_rejects(checker, bug, keyword, capsys)
     assert " of " in message.splitlines()[0]
-    assert keyword in message, message
-    assert "HINT: " in message
-    assert len(message.splitlines()) <= 6, message
-    assert "✓" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("checker", PLANTED, ids=lambda c: c.__name__)
@@ -1027,14 +1033,7 @@ def test_check_mask_tokens_passes_correct_masking(solution, capsys):
 
 @pytest.mark.parametrize(("bug", "keyword"), MASKING_BUGS, ids=lambda b: getattr(b, "__name__", ""))
 def test_check_mask_tokens_rejects_planted_bug(bug, keyword, capsys):
-    with pytest.raises(ExerciseFailed) as failure:
-        check_mask_tokens(bug)
-    message = failure.value.message
-    assert message.startswith("✗ check_mask_tokens: case ")
-    assert keyword in message, message
-    assert "HINT: " in message
-    assert len(message.splitlines()) <= 6, message
-    assert "✓" not in capsys.readouterr().out
+    assert_rejects(check_mask_tokens, bug, keyword, capsys)
 
 
 def test_check_mask_tokens_reports_stubs_and_odd_answers():
@@ -1183,14 +1182,7 @@ def test_check_parameter_groups_passes_correct_groups(solution, capsys):
     ("bug", "keyword"), PARAMETER_GROUP_BUGS, ids=lambda b: getattr(b, "__name__", "")
 )
 def test_check_parameter_groups_rejects_planted_bug(bug, keyword, capsys):
-    with pytest.raises(ExerciseFailed) as failure:
-        check_parameter_groups(bug)
-    message = failure.value.message
-    assert message.startswith("✗ check_parameter_groups: case ")
-    assert keyword in message, message
-    assert "HINT: " in message
-    assert len(message.splitlines()) <= 6, message
-    assert "✓" not in capsys.readouterr().out
+    assert_rejects(check_parameter_groups, bug, keyword, capsys)
 
 
 def test_check_parameter_groups_names_the_tied_parameter():
@@ -1313,14 +1305,7 @@ def test_check_warmup_schedule_passes_correct_schedules(solution, capsys):
 
 @pytest.mark.parametrize(("bug", "keyword"), WARMUP_BUGS, ids=lambda b: getattr(b, "__name__", ""))
 def test_check_warmup_schedule_rejects_planted_bug(bug, keyword, capsys):
-    with pytest.raises(ExerciseFailed) as failure:
-        check_warmup_schedule(bug)
-    message = failure.value.message
-    assert message.startswith("✗ check_warmup_schedule: case ")
-    assert keyword in message, message
-    assert "HINT: " in message
-    assert len(message.splitlines()) <= 6, message
-    assert "✓" not in capsys.readouterr().out
+    assert_rejects(check_warmup_schedule, bug, keyword, capsys)
 
 
 def test_check_warmup_schedule_names_the_line_that_divides_by_zero():
@@ -1445,14 +1430,7 @@ def test_check_nsp_pairs_passes_correct_builders(solution, capsys):
     ("bug", "keyword"), NSP_PAIR_BUGS, ids=lambda b: getattr(b, "__name__", "")
 )
 def test_check_nsp_pairs_rejects_planted_bug(bug, keyword, capsys):
-    with pytest.raises(ExerciseFailed) as failure:
-        check_nsp_pairs(bug)
-    message = failure.value.message
-    assert message.startswith("✗ check_nsp_pairs: case ")
-    assert keyword in message, message
-    assert "HINT: " in message
-    assert len(message.splitlines()) <= 6, message
-    assert "✓" not in capsys.readouterr().out
+    assert_rejects(check_nsp_pairs, bug, keyword, capsys)
 
 
 def test_check_nsp_pairs_gives_each_call_a_fresh_rng():
@@ -1633,14 +1611,7 @@ def test_chapter_11_reference_solutions_and_package_pass(capsys):
     ids=lambda x: getattr(x, "__name__", ""),
 )
 def test_chapter_11_planted_bug_is_rejected_with_its_hint(checker, bug, keyword, capsys):
-    with pytest.raises(ExerciseFailed) as failure:
-        checker(bug)
-    message = failure.value.message
-    assert message.startswith(f"✗ {checker.__name__}: case ")
-    assert keyword in message, message
-    assert "HINT: " in message
-    assert len(message.splitlines()) <= 6, message
-    assert "✓" not in capsys.readouterr().out
+    assert_rejects(checker, bug, keyword, capsys)
 
 
 def test_chapter_11_checkers_report_stubs_and_odd_answers():
@@ -1823,14 +1794,7 @@ def test_chapter_09_checkers_pass_correct_solutions(checker, solution, capsys):
     ids=lambda b: getattr(b, "__name__", ""),
 )
 def test_chapter_09_checkers_reject_planted_bugs(checker, bug, keyword, capsys):
-    with pytest.raises(ExerciseFailed) as failure:
-        checker(bug)
-    message = failure.value.message
-    assert message.startswith(f"✗ {checker.__name__}: case ")
-    assert keyword in message, message
-    assert "HINT: " in message
-    assert len(message.splitlines()) <= 6, message
-    assert "✓" not in capsys.readouterr().out
+    assert_rejects(checker, bug, keyword, capsys)
 
 
 # check_pair_encoding (chapter: sentence pairs)
@@ -1922,14 +1886,7 @@ def test_check_pair_encoding_passes_correct_encoders(solution, capsys):
 
 @pytest.mark.parametrize(("bug", "keyword"), PAIR_BUGS, ids=lambda b: getattr(b, "__name__", ""))
 def test_check_pair_encoding_rejects_planted_bug(bug, keyword, capsys):
-    with pytest.raises(ExerciseFailed) as failure:
-        check_pair_encoding(bug)
-    message = failure.value.message
-    assert message.startswith("✗ check_pair_encoding: case ")
-    assert keyword in message, message
-    assert "HINT: " in message
-    assert len(message.splitlines()) <= 6, message
-    assert "✓" not in capsys.readouterr().out
+    assert_rejects(check_pair_encoding, bug, keyword, capsys)
 
 
 # check_segment_ids (chapter: sentence pairs)
@@ -1993,14 +1950,7 @@ def test_check_segment_ids_passes_correct_solutions(solution, capsys):
 
 @pytest.mark.parametrize(("bug", "keyword"), SEGMENT_BUGS, ids=lambda b: getattr(b, "__name__", ""))
 def test_check_segment_ids_rejects_planted_bug(bug, keyword, capsys):
-    with pytest.raises(ExerciseFailed) as failure:
-        check_segment_ids(bug)
-    message = failure.value.message
-    assert message.startswith("✗ check_segment_ids: case ")
-    assert keyword in message, message
-    assert "HINT: " in message
-    assert len(message.splitlines()) <= 6, message
-    assert "✓" not in capsys.readouterr().out
+    assert_rejects(check_segment_ids, bug, keyword, capsys)
 
 
 def test_segment_ids_match_the_tokenizers():
