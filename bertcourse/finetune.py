@@ -399,22 +399,28 @@ def predict_logits(
     return outputs
 
 
+def _gathered_outputs(model: nn.Module, dataloader: Any, accelerator: Any):
+    """(logits, labels, loss per example) of each evaluation batch, all processes', on the CPU."""
+    model.eval()
+    with torch.no_grad():
+        for batch in dataloader:
+            out = model(**batch)
+            per_example_loss = out.loss.float().expand(len(batch["labels"]))
+            gathered = accelerator.gather_for_metrics(
+                (out.logits.float(), batch["labels"], per_example_loss)
+            )
+            yield tuple(tensor.cpu() for tensor in gathered)
+
+
 def evaluate_classification(
     model: nn.Module, dataloader: Any, accelerator: Any
 ) -> dict[str, float]:
     """Loss, accuracy and macro-F1 over the evaluation batches (all processes together)."""
-    model.eval()
     losses, predictions, labels = [], [], []
-    with torch.no_grad():
-        for batch in dataloader:
-            out = model(**batch)
-            gathered = accelerator.gather_for_metrics(
-                (out.logits.float(), batch["labels"], out.loss.float().expand(len(batch["labels"])))
-            )
-            logits, batch_labels, batch_losses = gathered
-            predictions.append(logits.argmax(-1).cpu())
-            labels.append(batch_labels.cpu())
-            losses.append(batch_losses.cpu())
+    for logits, batch_labels, batch_losses in _gathered_outputs(model, dataloader, accelerator):
+        predictions.append(logits.argmax(-1))
+        labels.append(batch_labels)
+        losses.append(batch_losses)
     predictions, labels = torch.cat(predictions).tolist(), torch.cat(labels).tolist()
     num_labels = accelerator.unwrap_model(model).num_labels
     report = classification_report(labels, predictions, [str(i) for i in range(num_labels)])
@@ -429,21 +435,13 @@ def evaluate_token_classification(
     model: nn.Module, dataloader: Any, accelerator: Any, label_names: Sequence[str]
 ) -> dict[str, float]:
     """Loss, token accuracy (first sub-words) and entity-level F1 (IOB2 label names)."""
-    model.eval()
     losses, true_tags, predicted_tags = [], [], []
-    with torch.no_grad():
-        for batch in dataloader:
-            out = model(**batch)
-            logits, labels, loss = accelerator.gather_for_metrics(
-                (out.logits.float(), batch["labels"], out.loss.float().expand(len(batch["labels"])))
-            )
-            losses.append(loss.cpu())
-            for row_logits, row_labels in zip(logits.cpu(), labels.cpu(), strict=True):
-                keep = row_labels != IGNORE_INDEX
-                true_tags.append([label_names[i] for i in row_labels[keep].tolist()])
-                predicted_tags.append(
-                    [label_names[i] for i in row_logits[keep].argmax(-1).tolist()]
-                )
+    for logits, labels, loss in _gathered_outputs(model, dataloader, accelerator):
+        losses.append(loss)
+        for row_logits, row_labels in zip(logits, labels, strict=True):
+            keep = row_labels != IGNORE_INDEX
+            true_tags.append([label_names[i] for i in row_labels[keep].tolist()])
+            predicted_tags.append([label_names[i] for i in row_logits[keep].argmax(-1).tolist()])
     correct = sum(
         t == p
         for ts, ps in zip(true_tags, predicted_tags, strict=True)

@@ -520,3 +520,31 @@ def test_token_classification_pipeline_equals_our_model(tmp_path, tokenizer):
         e[2:] for e in expected
     ]
     assert np.allclose([g[1] for g in got], [e[1] for e in expected], atol=1e-5)
+
+
+def test_evaluate_token_classification_equals_seqeval_on_first_sub_words(tokenizer):
+    import seqeval.metrics
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from bertcourse.finetune import evaluate_token_classification
+
+    names = ["O", "B-CODE", "I-CODE", "B-NAME", "I-NAME"]
+    torch.manual_seed(0)
+    model = BertForTokenClassification(tiny_config(), num_labels=5, id2label=dict(enumerate(names)))
+    sentences = [["the", "os.path", "module", "of", "Python"], ["raise", "ValueError", "now"]] * 3
+    tags = [[0, 1, 0, 0, 3], [0, 1, 0]] * 3
+    examples = encode_tagged(sentences, tags, tokenizer)
+    loader = DataLoader(examples, batch_size=4, collate_fn=PaddingCollator())
+    metrics = evaluate_token_classification(model, loader, Accelerator(cpu=True), names)
+    true_tags, predicted_tags = [], []
+    for logits, example in zip(predict_logits(model, examples), examples, strict=True):
+        words = word_predictions(logits.argmax(-1).tolist(), example["word_ids"], 5)
+        labels = [label for label in example["labels"] if label != IGNORE_INDEX]
+        true_tags.append([names[t] for t in labels])
+        predicted_tags.append([names[p] for p in words[: len(labels)]])
+    assert metrics["eval_f1"] == pytest.approx(seqeval.metrics.f1_score(true_tags, predicted_tags))
+    assert metrics["eval_accuracy"] == pytest.approx(
+        seqeval.metrics.accuracy_score(true_tags, predicted_tags)
+    )
+    assert 0 < metrics["eval_loss"] < 10
