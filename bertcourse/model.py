@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import MultiHeadSelfAttention
+from .attention import Dropout, MultiHeadSelfAttention, Packing
 from .config import BertConfig
 
 
@@ -54,7 +54,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         length = input_ids.shape[1]
@@ -82,7 +82,7 @@ class BertSelfOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.dropout(self.dense(context)) + residual)
@@ -96,8 +96,10 @@ class BertAttention(nn.Module):
         self.self = MultiHeadSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions=False):
-        context, attention_probs = self.self(hidden_states, attention_mask, output_attentions)
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False, packing=None):
+        context, attention_probs = self.self(
+            hidden_states, attention_mask, output_attentions, packing
+        )
         return self.output(context, hidden_states), attention_probs
 
 
@@ -120,7 +122,7 @@ class BertOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, intermediate: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.dropout(self.dense(intermediate)) + residual)
@@ -135,9 +137,9 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions=False):
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False, packing=None):
         attention_output, attention_probs = self.attention(
-            hidden_states, attention_mask, output_attentions
+            hidden_states, attention_mask, output_attentions, packing
         )
         layer_output = self.output(self.intermediate(attention_output), attention_output)
         return layer_output, attention_probs
@@ -150,10 +152,12 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions=False):
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False, packing=None):
         all_attentions = []
         for layer in self.layer:
-            hidden_states, attention_probs = layer(hidden_states, attention_mask, output_attentions)
+            hidden_states, attention_probs = layer(
+                hidden_states, attention_mask, output_attentions, packing
+            )
             all_attentions.append(attention_probs)
         return hidden_states, tuple(all_attentions) if output_attentions else None
 
@@ -257,9 +261,16 @@ class BertModel(BertPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
+        skip_padding: bool = False,
     ) -> BertModelOutput:
         """input_ids (B, T); token_type_ids (B, T) segment ids, default 0;
-        attention_mask (B, T) with 1 for real tokens and 0 for padding, default all 1."""
+        attention_mask (B, T) with 1 for real tokens and 0 for padding, default all 1.
+
+        skip_padding: run the encoder's dense layers on the real tokens only
+        (see `Packing`); real tokens get the same vectors, padding positions
+        of last_hidden_state come out as 0 instead of values no one uses. The
+        task heads turn it on when their loss and outputs ignore padding.
+        """
         if input_ids.dim() != 2:
             raise ValueError(
                 f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; "
@@ -269,7 +280,15 @@ class BertModel(BertPreTrainedModel):
             token_type_ids = torch.zeros_like(input_ids)
         hidden_states = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
         extended_mask = self.extended_attention_mask(attention_mask, hidden_states.dtype)
-        hidden_states, attentions = self.encoder(hidden_states, extended_mask, output_attentions)
+        packing = None
+        if skip_padding and extended_mask is not None:  # (a batch with padding)
+            packing = Packing(attention_mask)
+            hidden_states = packing.pack(hidden_states)  # (N, H)
+        hidden_states, attentions = self.encoder(
+            hidden_states, extended_mask, output_attentions, packing
+        )
+        if packing is not None:
+            hidden_states = packing.unpack(hidden_states)  # (B, T, H)
         pooled = self.pooler(hidden_states) if self.pooler is not None else None
         return BertModelOutput(hidden_states, pooled, attentions)
 
@@ -382,6 +401,26 @@ class BertOnlyMLMHead(nn.Module):
         self.predictions = BertLMPredictionHead(config)
 
 
+def padding_is_ignored(
+    attention_mask: torch.Tensor | None,
+    output_attentions: bool,
+    labels: torch.Tensor | None = None,
+    reads_cls: bool = False,
+) -> bool:
+    """Whether a head's loss and outputs ignore padding, so the encoder may skip it.
+
+    True when no attention maps are asked for (they would show the skipped
+    rows), every padding position's label is -100, and, for a head that reads
+    [CLS] at position 0, that position is a real token in every row.
+    """
+    if attention_mask is None or output_attentions:
+        return False
+    padding = attention_mask == 0  # (B, T)
+    if reads_cls and bool(padding[:, 0].any()):
+        return False
+    return labels is None or not bool((labels[padding] != -100).any())
+
+
 def masked_lm_logits_and_loss(
     head: BertLMPredictionHead,
     hidden_states: torch.Tensor,
@@ -447,8 +486,12 @@ class BertForMaskedLM(_TiedMLMMixin, BertPreTrainedModel):
         output_attentions: bool = False,
         masked_only: bool = False,
     ) -> MaskedLMOutput:
-        """labels (B, T): the original token id at masked positions, -100 elsewhere."""
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
+        """labels (B, T): the original token id at masked positions, -100 elsewhere.
+
+        With masked_only the encoder also skips padding (see BertModel's skip_padding).
+        """
+        skip = masked_only and padding_is_ignored(attention_mask, output_attentions, labels)
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions, skip)
         logits, loss = masked_lm_logits_and_loss(
             self.cls.predictions, out.last_hidden_state, labels, masked_only
         )
@@ -485,8 +528,12 @@ class BertForPreTraining(_TiedMLMMixin, BertPreTrainedModel):
         """labels (B, T) as for BertForMaskedLM; next_sentence_label (B,): 0 IsNext, 1 NotNext.
 
         The loss is the sum of the two losses when both labels are given.
+        With masked_only the encoder also skips padding (see BertModel's skip_padding).
         """
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
+        skip = masked_only and padding_is_ignored(
+            attention_mask, output_attentions, labels, reads_cls=True
+        )
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions, skip)
         prediction_logits, mlm_loss = masked_lm_logits_and_loss(
             self.cls.predictions, out.last_hidden_state, labels, masked_only
         )
@@ -518,7 +565,7 @@ class _LabelledClassifier(BertPreTrainedModel):
         super().__init__(config)
         self._set_labels(num_labels, id2label)
         self.bert = BertModel(config, add_pooling_layer=self.uses_pooler)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.dropout = Dropout(_classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, num_labels)
         self.init_weights()
 
@@ -572,7 +619,9 @@ class BertForSequenceClassification(_LabelledClassifier):
         labels: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> SequenceClassifierOutput:
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
+        """Only [CLS] is classified, so the encoder skips padding (see BertModel's skip_padding)."""
+        skip = padding_is_ignored(attention_mask, output_attentions, reads_cls=True)
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions, skip)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:
@@ -597,7 +646,14 @@ class BertForTokenClassification(_LabelledClassifier):
         labels: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> TokenClassifierOutput:
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
+        """In training, with -100 labels at padding, the encoder skips padding (see
+        BertModel's skip_padding); the logits there are then the classifier's bias."""
+        skip = (
+            self.training
+            and labels is not None
+            and padding_is_ignored(attention_mask, output_attentions, labels)
+        )
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions, skip)
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
         loss = None
         if labels is not None:

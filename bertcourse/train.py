@@ -246,11 +246,16 @@ def linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float
 def create_optimizer_and_schedule(
     model: nn.Module, args: TrainingArguments
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    # fused: one kernel updates every tensor (as transformers' Trainer does by default).
+    fused = all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters()
+    )
     optimizer = torch.optim.AdamW(
         parameter_groups(model, args.weight_decay),
         lr=args.learning_rate,
         betas=args.adam_betas,
         eps=args.adam_epsilon,
+        fused=fused or None,
     )
     # A partial, not a lambda: LambdaLR's state_dict can then describe it.
     multiplier = partial(

@@ -162,3 +162,82 @@ def test_eager_path_returns_probabilities_only_when_asked():
     attention = MultiHeadSelfAttention(config).eval()
     _, probs = attention(torch.randn(1, 5, 32))
     assert probs is None
+
+
+# ----------------------------------------------------------------------------
+# The CPU training helpers: a faster dropout mask, and packing away padding
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_keeps_each_element_with_probability_one_minus_p(p):
+    from bertcourse.attention import dropout
+
+    n = 400_000
+    out = dropout(torch.ones(n), p)
+    kept = out != 0
+    # Binomial(n, 1 - p): 5 standard deviations either side.
+    assert abs(kept.float().mean().item() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / (1 - p)))
+    # no pattern between neighbours (the two halves of one 64-bit draw)
+    pairs = kept.view(-1, 2).float()
+    both = (pairs[:, 0] * pairs[:, 1]).mean().item()
+    assert abs(both - (1 - p) ** 2) < 5 * math.sqrt((1 - p) ** 2 / (n / 2))
+
+
+def test_dropout_is_seeded_differentiable_and_the_identity_in_eval():
+    from bertcourse.attention import Dropout, dropout
+
+    x = torch.randn(7, 33, requires_grad=True)
+    torch.manual_seed(3)
+    first = dropout(x, 0.3)
+    torch.manual_seed(3)
+    assert torch.equal(first, dropout(x, 0.3))  # torch's generator decides
+    grad = torch.randn_like(first)
+    first.backward(grad)
+    mask = (first / x).detach()  # 0 or 1 / (1 - p)
+    torch.testing.assert_close(x.grad, grad * mask)
+    assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0) is x
+    module = Dropout(0.3).eval()
+    assert module(x) is x and isinstance(module, torch.nn.Dropout)
+    # odd sizes, other float types
+    assert dropout(torch.ones(5, 3, dtype=torch.float64), 0.5).dtype == torch.float64
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        dropout(x, 1.0)
+
+
+def test_training_attention_on_cpu_uses_the_course_dropout():
+    from bertcourse.attention import keep_mask
+
+    config = BertConfig(
+        hidden_size=24,
+        num_attention_heads=3,
+        attention_probs_dropout_prob=0.4,
+        attn_implementation="sdpa",
+    )
+    attention = MultiHeadSelfAttention(config).train()
+    hidden_states = torch.randn(2, 9, 24)
+    mask = additive_mask(padding_mask(2, 9), torch.float32)  # (B, 1, 1, T)
+    torch.manual_seed(5)
+    got, _ = attention(hidden_states, mask)
+    torch.manual_seed(5)
+    q, k, v = (
+        attention.split_heads(f(hidden_states))
+        for f in (attention.query, attention.key, attention.value)
+    )
+    probs = (q @ k.transpose(-2, -1) / math.sqrt(8) + mask).softmax(-1)
+    probs = probs * keep_mask(probs.shape, 0.4, probs.dtype)
+    torch.testing.assert_close(got, attention.merge_heads(probs @ v))
+
+
+def test_packing_round_trip():
+    from bertcourse.attention import Packing
+
+    attention_mask = padding_mask(4, 6, seed=2)[:, 0, 0, :].long()  # (B, T)
+    packing = Packing(attention_mask)
+    x = torch.randn(4, 6, 5)
+    packed = packing.pack(x)
+    assert packed.shape == (int(attention_mask.sum()), 5)
+    assert torch.equal(packed, x[attention_mask.bool()])  # row by row, in order
+    back = packing.unpack(packed)
+    assert torch.equal(back, x * attention_mask[..., None])
