@@ -48,13 +48,15 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
 
     Zeroes each element with probability p and scales the rest by 1 / (1 - p),
     so the expected value is unchanged; the identity when not training. On
-    other devices torch's fused kernel is already fast and is used as is.
+    other devices torch's fused kernel is already fast and is used as is, and
+    so it is for half-precision tensors.
     """
     if not training or p == 0.0:
         return x
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}.")
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        # 1 / (1 - p) in bfloat16 or float16 would be off by up to 0.2%: torch scales in float32
         return F.dropout(x, p, training=True)
     return x * keep_mask(x.shape, p, x.dtype)
 

@@ -200,8 +200,10 @@ def test_dropout_is_seeded_differentiable_and_the_identity_in_eval():
     assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0) is x
     module = Dropout(0.3).eval()
     assert module(x) is x and isinstance(module, torch.nn.Dropout)
-    # odd sizes, other float types
+    # odd sizes, other float types (half precision through torch's own kernel)
     assert dropout(torch.ones(5, 3, dtype=torch.float64), 0.5).dtype == torch.float64
+    kept = dropout(torch.ones(1000, dtype=torch.bfloat16), 0.1)
+    assert kept.dtype == torch.bfloat16 and set(kept.unique().tolist()) <= {0.0, kept.max().item()}
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         dropout(x, 1.0)
 
