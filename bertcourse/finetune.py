@@ -14,7 +14,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data.tasks import QAExample
 from .metrics import classification_report, entity_f1
 
 IGNORE_INDEX = -100  # label of positions the loss skips (special tokens, later sub-words, padding)
@@ -214,24 +214,6 @@ def word_predictions(
 # ----------------------------------------------------------------------------
 # Question answering: windows over the context, and spans back to characters
 # ----------------------------------------------------------------------------
-
-
-@dataclass
-class QAExample:
-    """A question about a context; answers are (text, character start) in the context."""
-
-    id: str
-    question: str
-    context: str
-    answers: list[tuple[str, int]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for text, start in self.answers:
-            if self.context[start : start + len(text)] != text:
-                raise ValueError(
-                    f"Example {self.id}: the answer {text!r} is not at character {start} of the "
-                    f"context (found {self.context[start : start + len(text)]!r})."
-                )
 
 
 def prepare_qa_features(

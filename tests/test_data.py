@@ -13,6 +13,7 @@ import pytest
 import transformers
 
 from bertcourse import data, minilm_path
+from bertcourse.data import corpus as corpus_module
 from bertcourse.data import (
     OFFLINE_CLASSIFICATION_PACKAGES,
     Corpus,
@@ -199,7 +200,7 @@ def test_warm_load_reads_the_cache_silently(offline_cache, capfd):
 def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("BERTCOURSE_CACHE", str(tmp_path))
     stub = [Document("module:alpha", ["One real sentence is here."])]
-    monkeypatch.setattr(data, "build_offline_documents", lambda: stub)
+    monkeypatch.setattr(corpus_module, "build_offline_documents", lambda: stub)
     data.offline_cache_path().write_text('{"format_version": 1, "documents": [', encoding="utf-8")
     assert offline_corpus("all").documents == stub
     assert json.loads(data.offline_cache_path().read_text())["documents"][0]["id"] == "module:alpha"
@@ -320,7 +321,7 @@ def test_hub_probe_fails_fast_when_the_host_cannot_be_reached(monkeypatch):
         "HF_ENDPOINT",
     ):
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(data, "HUB_ADDRESS", ("invalid.invalid", 443))
+    monkeypatch.setattr(corpus_module, "HUB_ADDRESS", ("invalid.invalid", 443))
     started = time.monotonic()
     with pytest.raises(CorpusUnavailableError, match="invalid.invalid:443 cannot be reached"):
         load_corpus("some-user/some-corpus")
@@ -336,7 +337,7 @@ def test_hub_corpus_when_the_hub_answers(monkeypatch):
         requests.append((name, config, split))
         return datasets.Dataset.from_dict({"text": [" = Title = \n", " One sentence here. \n"]})
 
-    monkeypatch.setattr(data, "_hub_unavailable_reason", lambda: None)
+    monkeypatch.setattr(corpus_module, "_hub_unavailable_reason", lambda: None)
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     corpus = load_corpus("wikitext-2", split="validation")
     assert requests == [("wikitext", "wikitext-2-raw-v1", "validation")]
