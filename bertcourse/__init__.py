@@ -1,7 +1,10 @@
 """bertcourse: the helper package of *BERT from Scratch*.
 
 Every class here is written from scratch and tested to give the same
-numbers as its `transformers` or `torch` counterpart.
+numbers as its `transformers` or `torch` counterpart. The model, its
+configuration and its tokenizer import from here; the rest from their modules
+(`bertcourse.data`, `bertcourse.training`, `bertcourse.finetune`, ...), and
+the commands are `python -m bertcourse <command>` (`bertcourse.commands`).
 """
 
 from .attention import MultiHeadSelfAttention, scaled_dot_product_attention
@@ -17,6 +20,7 @@ from .model import (
     BertModelOutput,
     BertPreTrainedModel,
 )
+from .tokenization import BertTokenizer
 
 __version__ = "0.1.0"
 
@@ -31,6 +35,7 @@ __all__ = [
     "BertModel",
     "BertModelOutput",
     "BertPreTrainedModel",
+    "BertTokenizer",
     "CheckpointMismatchError",
     "ConfigError",
     "MultiHeadSelfAttention",

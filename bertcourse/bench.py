@@ -12,19 +12,19 @@ ours / transformers is the number to read: above 1.0 we are faster.
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import statistics
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 
 import torch
+import transformers
 
 from .config import SIZES, BertConfig, get_device
-from .model import BertModel
+from .hf import minilm_path
+from .model import BertForPreTraining, BertForSequenceClassification, BertModel
 
 
 @dataclass
@@ -101,8 +101,6 @@ def run(
     vocab_size: int = 30522,
     compile: bool = False,
 ) -> tuple[dict, list[BenchResult]]:
-    import transformers
-
     device = get_device(device)
     config = BertConfig.from_name(
         size, vocab_size=vocab_size, attn_implementation=attn_implementation
@@ -211,8 +209,6 @@ def step_setup(
     batch: int, seq_len: int, padding: float, dtype: str, device: torch.device, steps: int
 ) -> dict:
     """What a timed training step ran on: the batch, precision, device and software."""
-    import transformers
-
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     return {
         "batch": batch,
@@ -266,9 +262,6 @@ def run_pretraining(
 ) -> tuple[dict, PretrainingResult]:
     """One pretraining step (forward, backward, AdamW) of our BertForPreTraining, with sparse
     MLM prediction, against transformers.BertForPreTraining, same weights and batch."""
-    import transformers
-
-    from .model import BertForPreTraining
 
     device = get_device(device)
     config = BertConfig.from_name(size, vocab_size=vocab_size, attn_implementation="sdpa")
@@ -365,10 +358,6 @@ def run_finetuning(
     Ours runs the dense layers on the real tokens only (`Packing`) and, on a CPU, draws its
     dropout masks with `bertcourse.attention.dropout`; `--padding 0` measures the second alone.
     """
-    import transformers
-
-    from .hf import minilm_path
-    from .model import BertForSequenceClassification
 
     device = get_device(device)
     reference = transformers.BertForSequenceClassification.from_pretrained(
@@ -491,74 +480,7 @@ def format_table(setup: dict, results: list[BenchResult]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bertcourse.bench", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--task",
-        choices=["encoder", "pretraining", "finetune"],
-        default="encoder",
-        help="encoder: BertModel forward/backward; pretraining: a full BertForPreTraining step; "
-        "finetune: a BertForSequenceClassification step from the MiniLM weights (examples/s)",
-    )
-    parser.add_argument("--size", choices=list(SIZES), default="tiny")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--mode", choices=["inference", "train", "both"], default="both")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best one)")
-    parser.add_argument("--padding", type=float, default=0.25, help="mean fraction of padding")
-    parser.add_argument("--vocab-size", type=int, default=30522)
-    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
-    parser.add_argument("--json", help="also write the setup and numbers to this file")
-    args = parser.parse_args(argv)
-    if not 0.0 <= args.padding < 0.5:
-        parser.error("--padding is the mean padded fraction, in [0, 0.5)")
-    common = dict(
-        size=args.size,
-        batch=args.batch,
-        seq_len=args.seq_len,
-        steps=args.steps,
-        warmup=args.warmup,
-        dtype=args.dtype,
-        device=args.device,
-        padding=args.padding,
-        vocab_size=args.vocab_size,
-    )
-    if args.task == "finetune":
-        common.pop("size"), common.pop("vocab_size")
-        setup, result = run_finetuning(**common)
-        print(format_finetuning(setup, result))
-        payload = {
-            "setup": setup,
-            "result": {
-                "ours_examples_per_s": result.ours_tokens_per_s,
-                "reference_examples_per_s": result.reference_tokens_per_s,
-                "ours_peak_memory_mb": result.ours_peak_memory_mb,
-                "reference_peak_memory_mb": result.reference_peak_memory_mb,
-                "ratio": result.ratio,
-            },
-        }
-    elif args.task == "pretraining":
-        setup, result = run_pretraining(**common)
-        print(format_pretraining(setup, result))
-        payload = {"setup": setup, "result": asdict(result) | {"ratio": result.ratio}}
-    else:
-        modes = ("inference", "train") if args.mode == "both" else (args.mode,)
-        setup, results = run(
-            **common, modes=modes, attn_implementation=args.attn, compile=args.compile
-        )
-        print(format_table(setup, results))
-        payload = {"setup": setup, "results": [asdict(r) | {"ratio": r.ratio} for r in results]}
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(payload, handle, indent=2)
-    return 0
+if __name__ == "__main__":  # `python -m bertcourse.bench`, the same as `python -m bertcourse bench`
+    from .commands.bench import main
 
-
-if __name__ == "__main__":
     raise SystemExit(main())

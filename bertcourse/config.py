@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 
@@ -145,7 +147,7 @@ class BertConfig:
 
     def to_hf(self) -> Any:
         """The equivalent `transformers.BertConfig`."""
-        import transformers
+        import transformers  # deferred: half a second to import, needed only here
 
         fields = self.to_dict()
         implementation = fields.pop("attn_implementation")
@@ -232,8 +234,6 @@ def get_profile(name: str | None = None) -> Profile:
     """The run profile named, else $BERTCOURSE_PROFILE, else `gpu` with CUDA and `cpu` without."""
     name = name or os.environ.get("BERTCOURSE_PROFILE") or None
     if name is None:
-        import torch
-
         name = "gpu" if torch.cuda.is_available() else "cpu"
     name = name.strip().lower()
     if name not in PROFILES:
@@ -246,8 +246,6 @@ def get_profile(name: str | None = None) -> Profile:
 
 def get_device(prefer: str | None = None):
     """`cuda` if available, else `mps` on Apple silicon, else `cpu` (or the one asked for)."""
-    import torch
-
     if prefer is not None:
         return torch.device(prefer)
     if torch.cuda.is_available():

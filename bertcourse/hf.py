@@ -313,3 +313,18 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Pat
         lambda tmp: Path(tmp).write_text(hf_config.to_json_string()), directory / "config.json"
     )
     return directory
+
+
+def export_for_transformers(
+    model: torch.nn.Module, tokenizer: Any, directory: str | os.PathLike
+) -> Path:
+    """A transformers directory: config.json + model.safetensors + vocab.txt + tokenizer_config.json.
+
+    `transformers.pipeline("fill-mask", model=directory)` loads it: the
+    pretraining model's `cls.predictions.*` tensors are exactly those of
+    BertForMaskedLM (the NSP head and pooler are ignored by that class).
+    """
+    directory = Path(directory)
+    save_pretrained(model, directory)
+    tokenizer.save_vocabulary(directory)
+    return directory

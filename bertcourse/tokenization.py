@@ -33,7 +33,12 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import torch
+from tokenizers import BertWordPieceTokenizer
+from tqdm.auto import tqdm
+
 from .files import atomic_save_file
+from .hf import resolve_checkpoint
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -447,8 +452,6 @@ class BertTokenizer:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = "minilm", **kwargs: Any):
         """From a checkpoint directory holding vocab.txt (and maybe tokenizer_config.json), or "minilm"."""
-        from .hf import resolve_checkpoint
-
         directory = resolve_checkpoint(name_or_path)
         config_file = directory / "tokenizer_config.json"
         if config_file.is_file():
@@ -697,8 +700,6 @@ class BertTokenizer:
             batch.word_ids_per_row = [e.word_ids_per_row[0] for e in encodings]
             batch.sequence_ids_per_row = [e.sequence_ids_per_row[0] for e in encodings]
         if return_tensors == "pt":
-            import torch
-
             lengths = {len(ids) for ids in batch["input_ids"]}
             if len(lengths) > 1:
                 raise ValueError(
@@ -1043,8 +1044,6 @@ def train_wordpiece(
         )
     known = set(vocab)
 
-    from tqdm.auto import tqdm
-
     with tqdm(
         total=vocab_size, initial=len(vocab), desc="WordPiece", disable=not show_progress
     ) as progress:
@@ -1096,8 +1095,6 @@ def train_reference_wordpiece(
     Its WordPiece trainer picks merges by BPE's rule (the most frequent pair),
     so the vocabulary differs from `train_wordpiece`'s.
     """
-    from tokenizers import BertWordPieceTokenizer
-
     tokenizer = BertWordPieceTokenizer(lowercase=do_lower_case)
     tokenizer.train_from_iterator(
         iter(texts),

@@ -6,8 +6,11 @@ so a notebook can show it, save it, or test it.
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -153,10 +156,6 @@ def plot_parameter_breakdown(counts: Mapping[str, int], title: str | None = None
 
 def read_training_log(log_path) -> list[dict[str, float]]:
     """The rows of a training log (log.csv or log.jsonl from bertcourse.train), numbers as floats."""
-    import csv
-    import json
-    from pathlib import Path
-
     path = Path(log_path)
     if path.is_dir():
         path = path / "log.csv"

@@ -4,12 +4,13 @@ import json
 
 import pytest
 
-from bertcourse import bench, cli
+from bertcourse import bench, commands
+from bertcourse.commands import bench as bench_command
 
 
 def test_bench_runs_both_modes_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = bench.main(
+    code = bench_command.main(
         [
             "--steps",
             "2",
@@ -45,13 +46,13 @@ def test_make_batch_padding_fraction():
 
 def test_bench_rejects_bad_padding():
     with pytest.raises(SystemExit):
-        bench.main(["--padding", "0.7"])
+        bench_command.main(["--padding", "0.7"])
 
 
 def test_cli_dispatch(capsys):
-    assert cli.main([]) == 0
+    assert commands.main([]) == 0
     assert "bench" in capsys.readouterr().out
-    assert cli.main(["pretrain-typo"]) == 2
+    assert commands.main(["pretrain-typo"]) == 2
     assert "Unknown command 'pretrain-typo'" in capsys.readouterr().err
 
 
@@ -59,7 +60,7 @@ def test_pretraining_bench_runs_and_the_models_agree(tmp_path, capsys):
     out = tmp_path / "pretraining.json"
     args = ["--task", "pretraining", "--steps", "2", "--warmup", "1", "--batch", "4"]
     args += ["--seq-len", "16", "--vocab-size", "200", "--json", str(out)]
-    assert bench.main(args) == 0
+    assert bench_command.main(args) == 0
     table = capsys.readouterr().out
     assert "sparse MLM prediction" in table and "ratio ours / transformers" in table
     payload = json.loads(out.read_text())
@@ -83,7 +84,7 @@ def test_finetuning_bench_runs_and_the_models_agree(tmp_path, capsys):
     out = tmp_path / "finetune.json"
     args = ["--task", "finetune", "--steps", "2", "--warmup", "1", "--batch", "4"]
     args += ["--seq-len", "16", "--json", str(out)]
-    assert bench.main(args) == 0
+    assert bench_command.main(args) == 0
     table = capsys.readouterr().out
     assert "examples/s" in table and "ratio ours / transformers" in table
     payload = json.loads(out.read_text())

@@ -13,7 +13,6 @@ import pytest
 import transformers
 
 from bertcourse import data, minilm_path
-from bertcourse.data import corpus as corpus_module
 from bertcourse.data import (
     OFFLINE_CLASSIFICATION_PACKAGES,
     Corpus,
@@ -30,6 +29,7 @@ from bertcourse.data import (
     tokenize_dataset,
     wikitext_documents,
 )
+from bertcourse.data import corpus as corpus_module
 
 
 @pytest.fixture(scope="module", autouse=True)

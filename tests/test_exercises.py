@@ -1078,8 +1078,9 @@ def test_check_mask_tokens_leaves_the_global_random_state_alone():
 # check_parameter_groups and check_warmup_schedule (chapter: the pretraining run)
 # ----------------------------------------------------------------------------
 
-from bertcourse.exercises import check_parameter_groups, check_warmup_schedule  # noqa: E402
 from bertcourse.train import linear_warmup_decay, parameter_groups  # noqa: E402
+
+from bertcourse.exercises import check_parameter_groups, check_warmup_schedule  # noqa: E402
 
 
 def weight_decay_groups(

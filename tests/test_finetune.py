@@ -13,17 +13,16 @@ import torch
 import transformers
 
 from bertcourse import BertConfig, BertForSequenceClassification, BertForTokenClassification
-from bertcourse.data import LabelledData
+from bertcourse.commands import finetune
+from bertcourse.data import LabelledData, QAExample
 from bertcourse.finetune import (
     IGNORE_INDEX,
     PaddingCollator,
-    QAExample,
     align_word_labels,
     best_span,
     decode_answers,
     encode_classification,
     encode_tagged,
-    finetune_main,
     load_for_task,
     predict_logits,
     prepare_qa_features,
@@ -31,7 +30,7 @@ from bertcourse.finetune import (
 )
 from bertcourse.hf import minilm_path
 from bertcourse.tokenization import BertTokenizer
-from bertcourse.train import (
+from bertcourse.training import (
     LengthGroupedEpochSampler,
     TrainingArguments,
     read_best,
@@ -324,7 +323,12 @@ def test_best_weights_are_kept_and_match_the_best_evaluation(tmp_path, tokenizer
         show_progress=False,
     )
     result = train(
-        model, train_examples, PaddingCollator(), args, valid_examples, evaluate_classification
+        model,
+        train_examples,
+        PaddingCollator(),
+        args,
+        eval_dataset=valid_examples,
+        evaluate_fn=evaluate_classification,
     )
     evaluations = [
         row
@@ -359,7 +363,14 @@ def test_metric_for_best_must_be_an_evaluation_metric(tmp_path, tokenizer):
         show_progress=False,
     )
     with pytest.raises(ValueError, match="eval_accuracy, eval_loss, eval_macro_f1"):
-        train(model, examples, PaddingCollator(), args, examples, evaluate_classification)
+        train(
+            model,
+            examples,
+            PaddingCollator(),
+            args,
+            eval_dataset=examples,
+            evaluate_fn=evaluate_classification,
+        )
 
 
 # -- the command line, and pipelines on its export ----------------------------------
@@ -386,7 +397,7 @@ def test_finetune_cli_end_to_end_and_text_classification_pipeline(tmp_path, caps
         [(t, names[y]) for t, y in zip(valid_data.texts, valid_data.labels, strict=True)],
     )
     out = tmp_path / "run"
-    code = finetune_main(
+    code = finetune.main(
         [
             "--train",
             str(train_file),
@@ -446,7 +457,7 @@ def test_finetune_cli_bad_input(tmp_path):
     )
 
     def run(*extra):
-        return finetune_main(
+        return finetune.main(
             [
                 "--train",
                 str(good),
@@ -468,16 +479,16 @@ def test_finetune_cli_bad_input(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     with pytest.raises(ValueError, match="is empty"):
-        finetune_main(["--train", str(empty), "--out", str(tmp_path / "o")])
+        finetune.main(["--train", str(empty), "--out", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="no column 'premise'"):
         run("--text-pair-column", "premise")
     with pytest.raises(ValueError, match="no column 'text'"):
         run("--text-column", "text")
     with pytest.raises(FileNotFoundError, match="holds no config.json"):
-        finetune_main(["--train", str(good), "--init", str(tmp_path), "--out", str(tmp_path / "o")])
+        finetune.main(["--train", str(good), "--init", str(tmp_path), "--out", str(tmp_path / "o")])
     too_few = write_table(tmp_path / "few.csv", [("x", "a"), ("y", "b")])
     with pytest.raises(ValueError, match="fewer than one batch"):
-        finetune_main(
+        finetune.main(
             [
                 "--train",
                 str(too_few),
@@ -496,7 +507,7 @@ def test_token_classification_pipeline_equals_our_model(tmp_path, tokenizer):
     config = tiny_config()
     names = ["O", "B-MOD", "I-MOD", "B-EXC", "I-EXC"]
     ours = BertForTokenClassification(config, num_labels=5, id2label=dict(enumerate(names))).eval()
-    from bertcourse.train import export_for_transformers
+    from bertcourse.hf import export_for_transformers
 
     directory = export_for_transformers(ours, tokenizer, tmp_path / "ner")
     tagger = transformers.pipeline("token-classification", model=str(directory), device="cpu")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bertcourse.student import (
+from bertcourse.commands.student import (
     EXERCISE_TAG,
     NO_FUNCTION_STUB,
     is_solution,

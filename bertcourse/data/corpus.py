@@ -179,7 +179,7 @@ class Corpus:
 
     def to_dataset(self) -> datasets.Dataset:
         """A `datasets.Dataset` with one row per sentence: text, document_id, sentence_index."""
-        import datasets
+        import datasets  # deferred, as above
 
         rows = [
             (sentence, document.id, index)
@@ -272,7 +272,7 @@ def build_offline_documents() -> list[Document]:
 
 
 def _offline_sources() -> Iterator[tuple[str, list[str]]]:
-    from pydoc_data.topics import topics
+    from pydoc_data.topics import topics  # deferred: a megabyte of text, read only here
 
     for name in sorted(topics):
         yield f"topic:{name}", [topics[name]]
@@ -414,7 +414,7 @@ def load_hub_dataset(
     reason = _hub_unavailable_reason()
     if reason:
         raise CorpusUnavailableError(f"Cannot load {what}: {reason}. {hint}")
-    import datasets
+    import datasets  # deferred, as above
 
     try:
         if split == "all":

@@ -108,7 +108,7 @@ class LabelledData:
 
     def to_dataset(self) -> datasets.Dataset:
         """A `datasets.Dataset` with columns text, (text_pair,) label."""
-        import datasets
+        import datasets  # deferred, as above
 
         columns: dict[str, list] = {"text": self.texts}
         if self.pairs is not None:

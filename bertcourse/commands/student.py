@@ -1,6 +1,6 @@
 """The student edition: every chapter with its exercise solutions replaced by stubs.
 
-    python -m bertcourse.student [--source notebooks] [--out student/notebooks]
+    python -m bertcourse student [--source notebooks] [--out student/notebooks]
 
 The teacher notebooks (the book) hold each coding exercise as two cells: a
 cell tagged "solution" that only defines the learner's function(s), and an
@@ -186,7 +186,7 @@ def make_student_edition(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bertcourse.student",
+        prog="python -m bertcourse student",
         description="Write the student edition: the chapters with exercise solutions as stubs.",
     )
     parser.add_argument(
@@ -202,7 +202,3 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

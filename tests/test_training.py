@@ -24,7 +24,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from bertcourse import cli, train, viz  # noqa: E402
+from bertcourse import commands, training, viz  # noqa: E402
+from bertcourse.commands import pretrain  # noqa: E402
 from bertcourse.config import BertConfig, ConfigError  # noqa: E402
 from bertcourse.data import PretrainingCollator  # noqa: E402
 from bertcourse.model import BertForMaskedLM, BertForPreTraining  # noqa: E402
@@ -79,7 +80,7 @@ def tiny_model(seed: int = 0, head=BertForPreTraining) -> torch.nn.Module:
     return head(config)
 
 
-def arguments(output_dir, **overrides) -> train.TrainingArguments:
+def arguments(output_dir, **overrides) -> training.TrainingArguments:
     settings = dict(
         output_dir=output_dir,
         max_steps=8,
@@ -90,12 +91,12 @@ def arguments(output_dir, **overrides) -> train.TrainingArguments:
         show_progress=False,
     )
     settings.update(overrides)
-    return train.TrainingArguments(**settings)
+    return training.TrainingArguments(**settings)
 
 
-def run(output_dir, model=None, examples=36, **overrides) -> train.TrainResult:
+def run(output_dir, model=None, examples=36, **overrides) -> training.TrainResult:
     """Train on `examples` (a number of counting examples, or a list of examples)."""
-    return train.train(
+    return training.train(
         model if model is not None else tiny_model(),
         counting_examples(examples) if isinstance(examples, int) else examples,
         PretrainingCollator(ToyTokenizer()),
@@ -166,7 +167,7 @@ def test_warmup_ratio_gives_warmup_steps(tmp_path):
 
 def test_no_weight_decay_on_biases_and_layer_norms():
     model = tiny_model()
-    decay, no_decay = train.parameter_groups(model, weight_decay=0.01)
+    decay, no_decay = training.parameter_groups(model, weight_decay=0.01)
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     assert "bert.encoder.layer.0.attention.self.query.weight" in decay["param_names"]
     assert "bert.embeddings.word_embeddings.weight" in decay["param_names"]
@@ -192,7 +193,7 @@ def test_schedule_equals_transformers(tmp_path):
     import transformers
 
     args = arguments(tmp_path, max_steps=20, warmup_steps=5)
-    ours_optimizer, ours = train.create_optimizer_and_schedule(tiny_model(), args)
+    ours_optimizer, ours = training.create_optimizer_and_schedule(tiny_model(), args)
     reference_optimizer = torch.optim.AdamW(tiny_model().parameters(), lr=args.learning_rate)
     reference = transformers.get_linear_schedule_with_warmup(reference_optimizer, 5, 20)
     for _ in range(22):
@@ -213,13 +214,13 @@ def test_schedule_equals_transformers(tmp_path):
 
 
 def test_loss_goes_down_and_is_logged(tmp_path):
-    result = train.train(
+    result = training.train(
         tiny_model(),
         counting_examples(64),
         PretrainingCollator(ToyTokenizer()),
         arguments(tmp_path, max_steps=30, per_device_batch_size=8, log_every=5, eval_every=10),
         eval_dataset=counting_examples(32, seed=1),
-        evaluate_fn=train.evaluate_pretraining,
+        evaluate_fn=training.evaluate_pretraining,
         forward_kwargs={"masked_only": True},
     )
     losses = [row["loss"] for row in result.log_history if "loss" in row]
@@ -255,14 +256,14 @@ def test_evaluation_masks_the_same_tokens_every_time(tmp_path):
     scores = []
 
     def evaluate(model, dataloader, accelerator):
-        metrics = train.evaluate_pretraining(model, dataloader, accelerator)
+        metrics = training.evaluate_pretraining(model, dataloader, accelerator)
         scores.append(metrics)
         torch.rand(1)  # an evaluation that draws from the global generator: must not matter
         return metrics
 
     model = tiny_model()
     model.eval()
-    train.train(
+    training.train(
         model,
         counting_examples(16),
         PretrainingCollator(ToyTokenizer()),
@@ -277,7 +278,7 @@ def test_evaluation_masks_the_same_tokens_every_time(tmp_path):
 
 def test_seeded_collate_depends_only_on_the_batch():
     collator = PretrainingCollator(ToyTokenizer())
-    seeded = train.SeededCollate(collator, seed=7)
+    seeded = training.SeededCollate(collator, seed=7)
     examples = counting_examples(4)
     keyed = [((i, 0, 8 + i), example) for i, example in enumerate(examples)]
     first, again = seeded(keyed), seeded(keyed)
@@ -290,7 +291,7 @@ def test_seeded_collate_depends_only_on_the_batch():
     def plain(batch):
         return torch.rand(3)
 
-    fallback = train.SeededCollate(plain, seed=7)
+    fallback = training.SeededCollate(plain, seed=7)
     state = torch.get_rng_state()
     assert torch.equal(fallback(keyed), fallback(keyed))
     assert torch.equal(torch.get_rng_state(), state)
@@ -311,7 +312,10 @@ def test_cpu_mixed_precision_request_falls_back_clearly(tmp_path):
 
 def test_checkpoints_are_complete_atomic_and_pruned(uninterrupted):
     output_dir = uninterrupted.output_dir
-    assert [p.name for p in train.list_checkpoints(output_dir)] == ["checkpoint-4", "checkpoint-8"]
+    assert [p.name for p in training.list_checkpoints(output_dir)] == [
+        "checkpoint-4",
+        "checkpoint-8",
+    ]
     assert not list(output_dir.glob("*.tmp")) and not list(output_dir.glob("*.old"))
     checkpoint = output_dir / "checkpoint-8"
     assert {p.name for p in checkpoint.iterdir()} == {
@@ -339,7 +343,7 @@ def test_keep_checkpoints_is_respected(tmp_path):
     examples = [{"input_ids": e["input_ids"]} for e in counting_examples(36)]
     model = tiny_model(head=BertForMaskedLM)
     run(tmp_path, model, examples, max_steps=5, save_every=1, keep_checkpoints=3)
-    assert [p.name for p in train.list_checkpoints(tmp_path)] == [
+    assert [p.name for p in training.list_checkpoints(tmp_path)] == [
         "checkpoint-3",
         "checkpoint-4",
         "checkpoint-5",
@@ -362,11 +366,11 @@ def test_resume_gives_bitwise_the_uninterrupted_weights(uninterrupted, tmp_path)
 
 
 def test_keyboard_interrupt_saves_and_resumes_exactly(uninterrupted, tmp_path, capsys):
-    def press_ctrl_c(state: train.TrainState) -> None:
+    def press_ctrl_c(state: training.TrainState) -> None:
         if state.step == 3:
             raise KeyboardInterrupt
 
-    result = train.train(
+    result = training.train(
         tiny_model(),
         counting_examples(EXACT_RUN["examples"]),
         PretrainingCollator(ToyTokenizer()),
@@ -376,7 +380,7 @@ def test_keyboard_interrupt_saves_and_resumes_exactly(uninterrupted, tmp_path, c
     )
     assert result.interrupted and result.global_step == 3
     assert result.last_checkpoint == tmp_path / "checkpoint-3"
-    assert train.latest_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
+    assert training.latest_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
     output = capsys.readouterr().out
     assert "Interrupted after step 3" in output and "--resume" in output
 
@@ -391,7 +395,7 @@ def test_a_new_run_does_not_overwrite_an_old_one(uninterrupted, tmp_path):
     with pytest.raises(FileExistsError, match="resume=True"):
         run(tmp_path, max_steps=1)
     result = run(tmp_path, max_steps=1, overwrite_output_dir=True)
-    assert [p.name for p in train.list_checkpoints(tmp_path)] == ["checkpoint-1"]
+    assert [p.name for p in training.list_checkpoints(tmp_path)] == ["checkpoint-1"]
     assert result.global_step == 1
 
 
@@ -403,10 +407,10 @@ DDP_SCRIPT = """
 import hashlib, json, os, sys
 sys.path.insert(0, {tests!r})
 import torch
-from test_train import PretrainingCollator, ToyTokenizer, arguments, counting_examples, tiny_model
-from bertcourse import train
+from test_training import PretrainingCollator, ToyTokenizer, arguments, counting_examples, tiny_model
+from bertcourse import training
 
-result = train.train(
+result = training.train(
     tiny_model(),
     counting_examples(64),
     PretrainingCollator(ToyTokenizer()),
@@ -479,7 +483,7 @@ def test_pretrain_cli_end_to_end_and_fill_mask(tmp_path, capsys):
 
     corpus = write_small_corpus(tmp_path / "corpus.txt")
     out = tmp_path / "run"
-    code = cli.main(
+    code = commands.main(
         [
             "pretrain", "--size", "tiny", "--corpus", str(corpus), "--steps", "20",
             "--out", str(out), "--vocab", "train:120", "--seq-len", "32", "--batch-size", "8",
@@ -492,7 +496,7 @@ def test_pretrain_cli_end_to_end_and_fill_mask(tmp_path, capsys):
         assert expected in printed
     assert (out / "training_curves.png").stat().st_size > 0
     assert (out / "vocab.txt").is_file()
-    assert [p.name for p in train.list_checkpoints(out)] == ["checkpoint-10", "checkpoint-20"]
+    assert [p.name for p in training.list_checkpoints(out)] == ["checkpoint-10", "checkpoint-20"]
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     evaluations = [r for r in rows if "eval_mlm_accuracy" in r]
     assert [r["step"] for r in evaluations] == [10, 20]
@@ -523,9 +527,9 @@ def test_pretrain_cli_checks_the_output_directory_first(tmp_path):
     (tmp_path / "run" / "log.jsonl").write_text('{"step": 1, "loss": 5.0}\n')
     command = ["--corpus", str(corpus), "--steps", "1", "--out", str(tmp_path / "run")]
     with pytest.raises(ValueError, match="size: 'mini' -> 'tiny'"):
-        train.pretrain_main([*command, "--resume"])
+        pretrain.main([*command, "--resume"])
     with pytest.raises(FileExistsError, match="--resume to continue it, --overwrite"):
-        train.pretrain_main(command)
+        pretrain.main(command)
 
 
 def test_hash_helper_is_stable():

@@ -1,0 +1,296 @@
+"""`python -m bertcourse pretrain`: corpus -> vocabulary -> examples -> train -> export.
+
+The command puts the library together for BERT's pretraining: a corpus split
+into training and validation documents, a WordPiece vocabulary, NSP (or
+MLM-only) examples, the training engine with sparse MLM prediction, and an
+export that `transformers.pipeline("fill-mask", ...)` loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import BertConfig
+from ..data import (
+    Corpus,
+    PretrainingCollator,
+    create_mlm_examples,
+    create_nsp_examples,
+    is_validation_document,
+    load_corpus,
+)
+from ..hf import export_for_transformers
+from ..model import BertForMaskedLM, BertForPreTraining
+from ..tokenization import BertTokenizer, save_vocab, train_reference_wordpiece, train_wordpiece
+from ..training import (
+    CHECKPOINT_PREFIX,
+    LOG_CSV,
+    LOG_JSONL,
+    MIXED_PRECISIONS,
+    TrainingArguments,
+    TrainResult,
+    evaluate_pretraining,
+    latest_checkpoint,
+    train,
+)
+from ..viz import plot_training_curves
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bertcourse pretrain",
+        description="Pretrain a BERT from scratch with masked language modelling (+ next sentence "
+        "prediction), then export a transformers directory that pipeline('fill-mask') loads.",
+    )
+    parser.add_argument("--size", default="tiny", help="model size: tiny, mini, small, base")
+    parser.add_argument(
+        "--corpus",
+        default="offline",
+        help="'offline' (Python's documentation), 'wikitext-103', or a local .txt/.csv/.tsv "
+        "file or directory of .txt files",
+    )
+    parser.add_argument("--steps", type=int, required=True, help="optimizer steps")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--vocab",
+        default="train:8000",
+        help="'minilm' (MiniLM's 30,522 tokens), 'train:N' (a WordPiece vocabulary of N tokens "
+        "trained on the corpus by the course's trainer; smaller vocabularies train faster on a "
+        "CPU), 'tokenizers:N' (the same by the tokenizers library), or a vocab.txt path",
+    )
+    parser.add_argument(
+        "--no-nsp", action="store_true", help="masked LM only (BertForMaskedLM, packed text)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="per process")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--warmup-ratio", type=float, default=0.1)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--mlm-probability", type=float, default=0.15)
+    parser.add_argument("--whole-word-mask", action="store_true")
+    parser.add_argument("--eval-every", type=int, default=None, help="steps (default steps/10)")
+    parser.add_argument("--save-every", type=int, default=None, help="steps (default eval-every)")
+    parser.add_argument("--log-every", type=int, default=None, help="steps (default steps/50)")
+    parser.add_argument("--eval-examples", type=int, default=512, help="validation examples used")
+    parser.add_argument("--keep-checkpoints", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start over in an --out that holds a run"
+    )
+    parser.add_argument("--mixed-precision", default="no", choices=MIXED_PRECISIONS)
+    return parser
+
+
+def load_pretraining_tokenizer(spec: str, train_texts: Callable[[], list[str]], out: Path) -> Any:
+    """The tokenizer --vocab names; a trained vocabulary is trained once and kept in out/vocab.txt.
+
+    'minilm': MiniLM's 30,522 tokens. 'train:N': N tokens learnt from the
+    corpus by the course's WordPiece trainer (`train_wordpiece`).
+    'tokenizers:N': the same size from the `tokenizers` library's trainer
+    (`train_reference_wordpiece`), for comparison. Else a vocab.txt or a
+    checkpoint directory.
+    """
+    if spec.lower() == "minilm":
+        return BertTokenizer.from_pretrained("minilm")
+    trainers = {"train": train_wordpiece, "tokenizers": train_reference_wordpiece}
+    name, _, size = spec.partition(":")
+    if name in trainers and size:
+        if not size.isdigit():
+            raise ValueError(f"--vocab {spec!r}: write {name}:N with a number, e.g. {name}:8000.")
+        vocab_file = out / "vocab.txt"
+        if not vocab_file.is_file():
+            started = time.perf_counter()
+            vocab = trainers[name](train_texts(), int(size))
+            save_vocab(vocab, vocab_file)
+            print(
+                f"Trained a WordPiece vocabulary of {len(vocab):,} tokens "
+                f"({trainers[name].__name__}) in {time.perf_counter() - started:.1f} s -> {vocab_file}"
+            )
+        return BertTokenizer(vocab_file)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return BertTokenizer.from_pretrained(path)
+    if path.is_file():
+        return BertTokenizer(path)
+    raise FileNotFoundError(
+        f"--vocab {spec!r} is neither 'minilm', 'train:N', 'tokenizers:N' nor an existing "
+        "vocab.txt or checkpoint directory."
+    )
+
+
+def _corpus_splits(name: str) -> tuple[Any, Any]:
+    """(train, validation) corpora; a local file is split by the package's document-id rule."""
+    path = Path(name).expanduser()
+    if name == "offline" or not path.exists():
+        return load_corpus(name, "train"), load_corpus(name, "validation")
+    whole = load_corpus(path, "all")
+    parts = [
+        Corpus(f"{whole.name}/{split}", docs, whole.provenance, whole.license)
+        for split, docs in (
+            ("train", [d for d in whole.documents if not is_validation_document(d.id)]),
+            ("validation", [d for d in whole.documents if is_validation_document(d.id)]),
+        )
+    ]
+    if not parts[1].documents:  # a small file: hold out its last document
+        parts = [
+            Corpus(f"{whole.name}/train", whole.documents[:-1], whole.provenance, whole.license),
+            Corpus(
+                f"{whole.name}/validation", whole.documents[-1:], whole.provenance, whole.license
+            ),
+        ]
+    return parts[0], parts[1]
+
+
+def prepare_pretraining_dir(
+    out: Path, setup: dict[str, Any], resume: bool, overwrite: bool
+) -> None:
+    """Check --out before the slow work; record the options that define the run.
+
+    --resume with other data or model options would not continue the same
+    run: refused. A new run where one exists needs --resume or --overwrite
+    (the engine checks again). The trained vocabulary (out/vocab.txt) is
+    reused only for the same corpus and --vocab.
+    """
+    path = out / "pretrain_setup.json"
+    saved = json.loads(path.read_text()) if path.is_file() else None
+    if resume and saved is not None:
+        changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in setup.items() if saved.get(k) != v]
+        if changed:
+            raise ValueError(
+                f"--resume with options that change the model or data ({'; '.join(changed)}). "
+                "Use the original options, or a new --out."
+            )
+    has_run = latest_checkpoint(out) is not None or (out / LOG_JSONL).exists()
+    if has_run and not (resume or overwrite):
+        raise FileExistsError(
+            f"{out} already holds a run: add --resume to continue it, --overwrite to start over "
+            "there, or choose another --out."
+        )
+    if saved is not None and any(saved.get(k) != setup[k] for k in ("corpus", "vocab")):
+        (out / "vocab.txt").unlink(missing_ok=True)  # trained for other text or another size
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(setup, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m bertcourse pretrain ...`: corpus -> vocabulary -> examples -> train -> export."""
+    parser = build_parser()
+    options = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if options.steps < 1:
+        parser.error("--steps must be at least 1")
+    out = Path(options.out)
+    setup = {
+        key: getattr(options, key)
+        for key in ("size", "corpus", "vocab", "no_nsp", "seq_len", "mlm_probability",
+                    "whole_word_mask", "seed", "eval_examples")
+    }  # fmt: skip
+    prepare_pretraining_dir(out, setup, options.resume, options.overwrite)
+
+    started = time.perf_counter()
+    train_corpus, validation_corpus = _corpus_splits(options.corpus)
+    print(f"Corpus: {train_corpus.summary()}; validation: {validation_corpus.summary()}")
+    tokenizer = load_pretraining_tokenizer(options.vocab, train_corpus.texts, out)
+    train_examples, eval_examples = make_pretraining_examples(
+        options, tokenizer, train_corpus, validation_corpus
+    )
+    print(
+        f"Examples: {len(train_examples):,} for training, {len(eval_examples):,} for evaluation "
+        f"(sequences of at most {options.seq_len} tokens; built in "
+        f"{time.perf_counter() - started:.1f} s)"
+    )
+    config = BertConfig.from_name(
+        options.size,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max(512, options.seq_len),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(options.seed)
+    model = (BertForMaskedLM if options.no_nsp else BertForPreTraining)(config)
+    print(
+        f"Model: {type(model).__name__} ({options.size}), {model.num_parameters() / 1e6:.1f}M "
+        f"parameters, vocabulary {len(tokenizer):,}"
+    )
+    collator = PretrainingCollator(
+        tokenizer, mlm_probability=options.mlm_probability, whole_word_mask=options.whole_word_mask
+    )
+    # Sparse prediction (masked_only): the V-wide MLM head runs on the masked tokens only.
+    result = train(
+        model,
+        train_examples,
+        collator,
+        training_arguments(options),
+        eval_dataset=eval_examples or None,
+        evaluate_fn=evaluate_pretraining,
+        forward_kwargs={"masked_only": True},
+    )
+    if result.interrupted:
+        return 130
+    if int(os.environ.get("RANK", "0")) == 0:
+        _finish_pretraining(result, tokenizer, out)
+    return 0
+
+
+def make_pretraining_examples(
+    options: argparse.Namespace, tokenizer: Any, train_corpus: Corpus, validation_corpus: Corpus
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """NSP pairs (or, with --no-nsp, packed MLM sequences) for training and evaluation."""
+    make_examples = partial(
+        create_mlm_examples if options.no_nsp else create_nsp_examples,
+        max_seq_length=options.seq_len,
+    )
+    documents = [d.sentences for d in train_corpus.documents]
+    validation_documents = [d.sentences for d in validation_corpus.documents]
+    train_examples = make_examples(documents, tokenizer, seed=options.seed)
+    eval_examples = make_examples(validation_documents, tokenizer, seed=options.seed + 1)
+    return train_examples, eval_examples[: options.eval_examples]
+
+
+def training_arguments(options: argparse.Namespace) -> TrainingArguments:
+    """The engine's arguments from the command's options (evaluation every steps/10 by default)."""
+    eval_every = options.eval_every or max(1, options.steps // 10)
+    return TrainingArguments(
+        output_dir=Path(options.out),
+        max_steps=options.steps,
+        per_device_batch_size=options.batch_size,
+        learning_rate=options.lr,
+        warmup_ratio=options.warmup_ratio,
+        weight_decay=options.weight_decay,
+        gradient_accumulation_steps=options.grad_accum,
+        mixed_precision=options.mixed_precision,
+        eval_every=eval_every,
+        save_every=options.save_every or eval_every,
+        log_every=options.log_every or max(1, options.steps // 50),
+        keep_checkpoints=options.keep_checkpoints,
+        seed=options.seed,
+        resume=options.resume,
+        overwrite_output_dir=options.overwrite,
+        num_workers=options.num_workers,
+    )
+
+
+def _finish_pretraining(result: TrainResult, tokenizer: Any, out: Path) -> None:
+    final = export_for_transformers(result.model, tokenizer, out / "final")
+    figure = plot_training_curves(out / LOG_CSV)
+    figure.savefig(out / "training_curves.png", dpi=120, bbox_inches="tight")
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.eval_metrics.items())
+    print(
+        f"Done: {result.global_step} steps, {result.elapsed_s:.0f} s, "
+        f"{result.tokens_per_s:,.0f} tokens/s{'; ' + metrics if metrics else ''}\n"
+        f"  checkpoints: {out}/{CHECKPOINT_PREFIX}<step>/ (resume with --resume)\n"
+        f"  logs:        {out / LOG_CSV}, {out / LOG_JSONL}\n"
+        f"  plot:        {out / 'training_curves.png'}\n"
+        f"  model:       {final} (transformers.pipeline('fill-mask', model='{final}'))"
+    )
