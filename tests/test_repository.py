@@ -1,5 +1,6 @@
 """The repository's promises: clean notebooks, a complete table of contents, matching environments."""
 
+import ast
 import json
 import re
 import subprocess
@@ -138,3 +139,153 @@ def test_book_check_flags_pages_without_figures(tmp_path):
         '<img src="../_images/aa.png"><img src="../_images/bb.png"> Traceback (most recent call last)'
     )
     assert len(check_book.check(tmp_path)) == 2
+
+
+# ----------------------------------------------------------------------------
+# The package's imports: no circle, the library never imports a command,
+# and an import inside a function says why it is deferred
+# ----------------------------------------------------------------------------
+
+PACKAGE = ROOT / "bertcourse"
+
+
+def _module_name(path: Path, package_root: Path) -> str:
+    parts = list(path.relative_to(package_root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_main_guard(node: ast.AST) -> bool:
+    """`if __name__ == "__main__":`, code that runs only when the file is a script."""
+    return (
+        isinstance(node, ast.If)
+        and isinstance(node.test, ast.Compare)
+        and isinstance(node.test.left, ast.Name)
+        and node.test.left.id == "__name__"
+    )
+
+
+def _imports(tree: ast.AST):
+    """(import node, inside a function?) for every import, except under a __main__ guard."""
+
+    def walk(node, in_function):
+        for child in ast.iter_child_nodes(node):
+            if _is_main_guard(child):
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                yield child, in_function
+            inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            yield from walk(child, inner)
+
+    yield from walk(tree, False)
+
+
+def import_graph(package_root: Path) -> tuple[dict[str, set[str]], dict[str, Path]]:
+    """{module: modules of the package it imports}, and each module's file."""
+    files = {_module_name(p, package_root): p for p in sorted(package_root.rglob("*.py"))}
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        is_package = path.name == "__init__.py"
+        for node, _ in _imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                if node.level:
+                    base = name.split(".")[: len(name.split(".")) - node.level + is_package]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+            for target in targets:
+                if target in files and target != name:
+                    graph[name].add(target)
+    return graph, files
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def import_problems(package_root: Path) -> list[str]:
+    graph, files = import_graph(package_root)
+    top = package_root.name
+    problems = [
+        "import circle: " + " <-> ".join(str(files[m].relative_to(package_root.parent)) for m in c)
+        for c in import_cycles(graph)
+    ]
+    commands = f"{top}.commands"
+    for name, targets in sorted(graph.items()):
+        if name == commands or name.startswith(commands + ".") or name == f"{top}.__main__":
+            continue
+        for target in sorted(targets):
+            if target == commands or target.startswith(commands + "."):
+                problems.append(
+                    f"{files[name].relative_to(package_root.parent)} (library) imports {target} "
+                    "(a command): commands sit on top of the library, never below it"
+                )
+    for path in files.values():
+        lines = path.read_text().splitlines()
+        for node, in_function in _imports(ast.parse(path.read_text())):
+            said = " ".join(lines[max(0, node.lineno - 2) : node.end_lineno])
+            if in_function and "deferred" not in said:
+                problems.append(
+                    f"{path.relative_to(package_root.parent)}:{node.lineno} imports inside a "
+                    "function: move it to the top, or say why it is deferred in a comment"
+                )
+    return problems
+
+
+def test_package_imports_point_down():
+    problems = import_problems(PACKAGE)
+    assert not problems, "\n".join(problems)
+    graph, _ = import_graph(PACKAGE)
+    assert "bertcourse.config" in graph["bertcourse.model"]  # the parser sees relative imports
+    assert "bertcourse.data.corpus" in graph["bertcourse.data.labelled"]
+
+
+def test_import_check_finds_circles_command_imports_and_hidden_imports(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "commands").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "commands" / "__init__.py").write_text("")
+    (package / "commands" / "run.py").write_text("from ..a import f\n")
+    (package / "a.py").write_text("from . import b\n\ndef f():\n    return b\n")
+    (package / "b.py").write_text(
+        "def g():\n    from .a import f\n    return f\n\n"
+        "def h():\n    from .commands import run  # deferred: planted\n    return run\n\n"
+        'if __name__ == "__main__":\n    from .commands.run import f\n'
+    )
+    problems = import_problems(package)
+    assert any("import circle" in p and "a.py" in p and "b.py" in p for p in problems), problems
+    assert any("pkg/b.py (library) imports pkg.commands" in p for p in problems), problems
+    assert any("pkg/b.py:2 imports inside a function" in p for p in problems), problems
+    # b.py:6 says why it is deferred (but imports pkg.commands and pkg.commands.run: two
+    # problems); the import under the __main__ guard is a script's, not the library's.
+    assert len(problems) == 4, problems
