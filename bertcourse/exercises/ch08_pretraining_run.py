@@ -12,7 +12,7 @@ import torch
 
 from ..config import BertConfig
 from ..model import BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertModel
-from ..train import parameter_groups
+from ..train import linear_warmup_decay, parameter_groups
 from ._grading import Case, Problem, _first_line, _fmt_shape, _location, _run_cases
 
 __all__ = [
@@ -235,12 +235,6 @@ class _RaisedZeroDivision:
     message: str
 
 
-def _linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float:
-    if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
 _SCHEDULE_TOLERANCE = 1e-6  # a multiplier computed in float32 is fine
 _ZERO_WARMUP_HINT = (
     "warmup_steps=0 (no warm-up) must work too: guard the division, e.g. "
@@ -371,7 +365,7 @@ def check_warmup_schedule(fn: Callable) -> bool:
 
     def case(description: str, warmup_steps: int, total_steps: int, steps) -> Case:
         steps = tuple(steps)
-        expected = tuple(_linear_warmup_decay(s, warmup_steps, total_steps) for s in steps)
+        expected = tuple(linear_warmup_decay(s, warmup_steps, total_steps) for s in steps)
         spec = _ScheduleCase(warmup_steps, total_steps, steps, expected)
         return Case(description, (warmup_steps, total_steps, steps), spec)
 
