@@ -493,6 +493,6 @@ def _random(generator: torch.Generator, *shape: int, dtype: torch.dtype = torch.
     return torch.randn(*shape, generator=generator, dtype=dtype)
 
 
-def _to_additive(mask: torch.Tensor, dtype: torch.dtype, blocked: float | None = None):
-    fill = torch.finfo(dtype).min if blocked is None else blocked
-    return torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, fill)
+def _real_tokens(lengths: Sequence[int], length: int) -> torch.Tensor:
+    """(B, T) bool, True at the real tokens of right-padded rows of the given lengths."""
+    return torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..attention import scaled_dot_product_attention
+from ..attention import additive_mask, scaled_dot_product_attention
 from ._grading import (
     _MASK_IGNORED,
     _MINUS_INF,
@@ -18,9 +18,9 @@ from ._grading import (
     _attention_shape_hint,
     _compare_output_and_probs,
     _random,
+    _real_tokens,
     _run_cases,
     _tensor_comparison,
-    _to_additive,
 )
 
 __all__ = [
@@ -33,8 +33,7 @@ __all__ = [
 
 def _padding_mask(lengths: Sequence[int], length: int) -> torch.Tensor:
     """(B, 1, 1, T) bool, True at the real tokens (keys that may be attended to)."""
-    real = torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
-    return real[:, None, None, :]
+    return _real_tokens(lengths, length)[:, None, None, :]
 
 
 def _attention(
@@ -61,10 +60,12 @@ def _attention(
             if mask_mode == "after_softmax":
                 after_softmax = mask.to(scores.dtype)
             else:
-                blocked = float("-inf") if mask_mode == "minus_inf" else None
-                scores = scores + _to_additive(mask, scores.dtype, blocked)
+                additive = additive_mask(mask, scores.dtype)
+                if mask_mode == "minus_inf":
+                    additive = additive.masked_fill(~mask, float("-inf"))
+                scores = scores + additive
         elif mask_mode == "float_as_bool":  # 0 / min read as "False = blocked / True = allowed"
-            scores = scores + _to_additive(mask.bool(), scores.dtype)
+            scores = scores + additive_mask(mask.bool(), scores.dtype)
         elif mask_mode == "after_softmax":
             after_softmax = (mask == 0).to(scores.dtype)
         else:
@@ -127,7 +128,7 @@ def check_attention(fn: Callable) -> bool:
         *_random(g, 3, 2, 3, 6, 4).unbind(0),
         _padding_mask([6, 3], 6),
     )
-    float_mask = _random(g, 3, 1, 1, 5) + _to_additive(_padding_mask([5, 2, 4], 5), torch.float32)
+    float_mask = _random(g, 3, 1, 1, 5) + additive_mask(_padding_mask([5, 2, 4], 5), torch.float32)
     add(
         "batch 3, 2 heads, length 5, float mask added to the scores (biases and padding)",
         *_random(g, 3, 3, 2, 5, 8).unbind(0),

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..attention import MultiHeadSelfAttention
+from ..attention import MultiHeadSelfAttention, additive_mask
 from ..config import BertConfig
 from ._grading import (
     _MASK_IGNORED,
@@ -20,9 +20,9 @@ from ._grading import (
     _compare_output_and_probs,
     _fmt_shape,
     _random,
+    _real_tokens,
     _run_cases,
     _tensor_comparison,
-    _to_additive,
 )
 
 __all__ = [
@@ -197,7 +197,7 @@ def _multi_head_attention(
     scores = query @ key.transpose(-2, -1)  # (B, nh, T, T)
     scores = scores / math.sqrt({"head_size": head_size, "hidden": hidden, "none": 1}[scale])
     if use_mask:
-        scores = scores + _to_additive(token_mask[:, None, None, :], scores.dtype)
+        scores = scores + additive_mask(token_mask[:, None, None, :], scores.dtype)
     probs = scores.softmax(dim=softmax_dim)
     context = probs @ value  # (B, nh, T, hs)
     if merge == "features_first":
@@ -233,8 +233,8 @@ def check_multi_head_attention(fn: Callable) -> bool:
             for linear in (module.query, module.key, module.value):
                 linear.bias.normal_(0.0, 0.5, generator=g)
         hidden_states = _random(g, batch, length, hidden, dtype=dtype)
-        token_mask = torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
-        additive = _to_additive(token_mask[:, None, None, :], dtype)
+        token_mask = _real_tokens(lengths, length)  # (B, T)
+        additive = additive_mask(token_mask[:, None, None, :], dtype)
         with torch.no_grad():
             expected = module(hidden_states, additive, output_attentions=True)
         cases.append(Case(description, (hidden_states, module, token_mask), expected))

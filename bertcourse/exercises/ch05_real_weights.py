@@ -9,14 +9,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..attention import additive_mask
 from ._grading import (
     Case,
     Mistake,
     Problem,
     _random,
+    _real_tokens,
     _run_cases,
     _tensor_comparison,
-    _to_additive,
 )
 
 __all__ = [
@@ -44,7 +45,7 @@ def check_mean_pooling(fn: Callable) -> bool:
         cases.append(Case(description, (hidden, mask), _mean_pooling(hidden, mask)))
 
     def right_padding(lengths, length):
-        return (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]).long()
+        return _real_tokens(lengths, length).long()
 
     add(
         "batch 3, length 6, hidden 4, right padding, int mask",
@@ -168,11 +169,11 @@ def check_strongest_sep_heads(fn: Callable) -> bool:
     cases = []
 
     def add(description, layers, heads, lengths, length, dtype=torch.float32):
-        mask = (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]).long()
+        mask = _real_tokens(lengths, length).long()
         attentions = []
         for _ in range(layers):
             scores = 2 * _random(g, len(lengths), heads, length, length, dtype=dtype)
-            scores = scores + _to_additive(mask.bool()[:, None, None, :], dtype)
+            scores = scores + additive_mask(mask.bool()[:, None, None, :], dtype)
             attentions.append(scores.softmax(-1))
         attentions = tuple(attentions)
         cases.append(Case(description, (attentions, mask), _sep_heads(attentions, mask)))
