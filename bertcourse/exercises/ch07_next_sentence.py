@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..data import truncate_pair
 from ._grading import Case, Problem, _run_cases
 
 __all__ = [
@@ -72,12 +73,14 @@ def _nsp_origin(spec: _NspCase, tokens: Sequence[int]) -> tuple[int, int] | None
 
 
 def _nsp_longest_first(length_a: int, length_b: int, max_tokens: int) -> list[int]:
-    while length_a + length_b > max_tokens:
-        if length_a > length_b:
-            length_a -= 1
-        else:
-            length_b -= 1
-    return sorted((length_a, length_b))
+    """The lengths, shortest first, that `bertcourse.data.truncate_pair` leaves.
+
+    It removes one token at a time from the longer side; the end it takes it
+    from is random, the lengths are not.
+    """
+    tokens_a, tokens_b = [0] * length_a, [0] * length_b
+    truncate_pair(tokens_a, tokens_b, max_tokens, random.Random(0))
+    return sorted((len(tokens_a), len(tokens_b)))
 
 
 def _nsp_where(place: tuple[int, int]) -> str:

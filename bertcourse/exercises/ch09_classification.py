@@ -138,10 +138,15 @@ def check_classification_head(fn: Callable) -> bool:
     )
 
 
-def _macro_f1(labels: Sequence[int], predictions: Sequence[int], num_labels: int) -> float:
+def _report(labels: Sequence[int], predictions: Sequence[int], num_labels: int) -> dict[str, Any]:
+    """`bertcourse.metrics.classification_report` with the classes named 0 .. num_labels - 1."""
     return classification_report(
         list(labels), list(predictions), [str(i) for i in range(num_labels)]
-    )["macro_f1"]
+    )
+
+
+def _macro_f1(labels: Sequence[int], predictions: Sequence[int], num_labels: int) -> float:
+    return _report(labels, predictions, num_labels)["macro_f1"]
 
 
 def _macro_f1_problem(expected: float, answer: Any) -> Problem | None:
@@ -191,16 +196,9 @@ def check_macro_f1(fn: Callable) -> bool:
     ]
 
     def per_class(labels, predictions, num_labels):
-        out = []
-        for c in range(num_labels):
-            tp = sum(1 for y, p in zip(labels, predictions, strict=True) if y == p == c)
-            pred = sum(1 for p in predictions if p == c)
-            true = sum(1 for y in labels if y == c)
-            precision = tp / pred if pred else 0.0
-            recall = tp / true if true else 0.0
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            out.append((precision, recall, f1, true))
-        return out
+        """(precision, recall, F1, support) of each class, in class order."""
+        scores = _report(labels, predictions, num_labels)["per_class"].values()
+        return [(c["precision"], c["recall"], c["f1"], c["support"]) for c in scores]
 
     mistakes = [
         Mistake(

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..finetune import IGNORE_INDEX
 from ._grading import Case, Mistake, Problem, _run_cases
 
 __all__ = [
@@ -18,15 +19,12 @@ __all__ = [
 ]
 
 
-_IGNORE = -100  # the label the loss and the metric skip
-
-
 def _align(
     word_ids,
     word_labels,
     *,
     subwords="first",
-    special=_IGNORE,
+    special=IGNORE_INDEX,
     zero_is_word=True,
     keep_unknown=True,
 ):
@@ -37,7 +35,7 @@ def _align(
             labels.append(special)
             continue
         label = word_labels[word]
-        if not keep_unknown and label == _IGNORE:
+        if not keep_unknown and label == IGNORE_INDEX:
             label = 0
         previous = word_ids[position - 1] if position > 0 else None
         following = word_ids[position + 1] if position + 1 < len(word_ids) else None
@@ -48,7 +46,7 @@ def _align(
         ):
             labels.append(label)
         else:
-            labels.append(_IGNORE)
+            labels.append(IGNORE_INDEX)
     return labels
 
 
@@ -101,7 +99,7 @@ def check_align_labels(fn: Callable) -> bool:
         case(
             "a word whose label is -100 (unknown) stays -100",
             [None, 0, 0, 1, 2, 2, None],
-            [_IGNORE, 1, 2],
+            [IGNORE_INDEX, 1, 2],
         ),
         case("truncated: the last word lost", [None, 0, 1, 1, 2, None], [0, 3, 4, 1]),
         case("30 words of 1 to 4 sub-words", many_ids, many_labels),
