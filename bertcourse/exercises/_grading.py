@@ -371,6 +371,13 @@ def _fmt_index(index: Sequence[int]) -> str:
     return "[" + ", ".join(str(i) for i in index) + "]"
 
 
+def _unwrap_scalar(value: Any) -> Any:
+    """A one-element tensor as the Python number it holds; any other value as it is."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return value
+
+
 def _compare_tensor(
     expected: torch.Tensor,
     got: Any,

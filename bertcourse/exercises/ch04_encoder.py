@@ -13,7 +13,15 @@ import torch.nn.functional as F
 
 from ..config import BertConfig
 from ..model import BertModel
-from ._grading import Case, Mistake, Problem, _random, _run_cases, _tensor_comparison
+from ._grading import (
+    Case,
+    Mistake,
+    Problem,
+    _random,
+    _run_cases,
+    _tensor_comparison,
+    _unwrap_scalar,
+)
 
 __all__ = [
     "check_parameter_count",
@@ -243,8 +251,7 @@ def check_parameter_count(fn: Callable) -> bool:
     cases = [Case(d, (config,), _model_parameter_count(config)) for d, config in configs]
 
     def compare(expected: int, got: Any) -> Problem | None:
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
+        got = _unwrap_scalar(got)
         if isinstance(got, bool) or not isinstance(got, (int, float)) or got != int(got):
             return Problem([f"expected a whole number (int), got {got!r}"], "return an int.")
         if int(got) == expected:

@@ -9,10 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from ..data import truncate_pair
-from ._grading import Case, Problem, _run_cases
+from ._grading import Case, Problem, _run_cases, _unwrap_scalar
 
 __all__ = [
     "check_nsp_pairs",
@@ -102,8 +100,7 @@ def _nsp_problem(spec: _NspCase, answer: Any) -> Problem | None:
                 "append (tokens_a, tokens_b, label) for each pair.",
             )
         tokens_a, tokens_b, label = pair
-        if isinstance(label, torch.Tensor) and label.numel() == 1:
-            label = label.item()
+        label = _unwrap_scalar(label)
         if label not in (0, 1) or isinstance(label, float):
             return Problem(
                 [f"pair {number} has label {label!r}; labels are the ints 0 and 1"],

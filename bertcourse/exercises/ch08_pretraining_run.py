@@ -13,7 +13,7 @@ import torch
 from ..config import BertConfig
 from ..model import BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertModel
 from ..train import linear_warmup_decay, parameter_groups
-from ._grading import Case, Problem, _first_line, _fmt_shape, _location, _run_cases
+from ._grading import Case, Problem, _first_line, _fmt_shape, _location, _run_cases, _unwrap_scalar
 
 __all__ = [
     "check_parameter_groups",
@@ -255,8 +255,7 @@ def _schedule_problem(spec: _ScheduleCase, answer: Any) -> Problem | None:
                 ],
                 _ZERO_WARMUP_HINT,
             )
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
+        value = _unwrap_scalar(value)
         try:
             values.append(float(value))
         except (TypeError, ValueError):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..metrics import classification_report
-from ._grading import Case, Mistake, Problem, _run_cases
+from ._grading import Case, Mistake, Problem, _run_cases, _unwrap_scalar
 
 __all__ = [
     "check_classification_head",
@@ -150,8 +150,7 @@ def _macro_f1(labels: Sequence[int], predictions: Sequence[int], num_labels: int
 
 
 def _macro_f1_problem(expected: float, answer: Any) -> Problem | None:
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        answer = answer.item()
+    answer = _unwrap_scalar(answer)
     if not isinstance(answer, (int, float)) or isinstance(answer, bool):
         return Problem(
             [f"your function returned a {type(answer).__name__}, not a number"],
