@@ -371,6 +371,11 @@ def _fmt_index(index: Sequence[int]) -> str:
     return "[" + ", ".join(str(i) for i in index) + "]"
 
 
+def _first_index(mask: torch.Tensor) -> list[int]:
+    """The index of the first True of a bool tensor, as a list of ints."""
+    return [int(i) for i in mask.nonzero()[0]]
+
+
 def _unwrap_scalar(value: Any) -> Any:
     """A one-element tensor as the Python number it holds; any other value as it is."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:
@@ -414,7 +419,7 @@ def _compare_tensor(
         return None
     bad_finite = ~torch.isfinite(got_detached) & torch.isfinite(expected_detached)
     if bool(bad_finite.any()):
-        index = [int(i) for i in bad_finite.nonzero()[0]]
+        index = _first_index(bad_finite)
         return Problem(
             [
                 f"{what} contains NaN or inf at {_fmt_index(index)} (and "
@@ -423,7 +428,7 @@ def _compare_tensor(
             nonfinite=True,
         )
     error = (got_detached - expected_detached).abs().nan_to_num(nan=math.inf)
-    index = [int(i) for i in (error == error.max()).nonzero()[0]]
+    index = _first_index(error == error.max())
     return Problem(
         [
             f"{what} values differ: max abs error {error.max().item():.3g} at "

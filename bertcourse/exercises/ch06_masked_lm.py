@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ._grading import Case, Problem, _fmt_index, _fmt_shape, _run_cases
+from ._grading import Case, Problem, _first_index, _fmt_index, _fmt_shape, _run_cases
 
 __all__ = [
     "check_mask_tokens",
@@ -98,7 +98,7 @@ def _single_masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
             "those positions; only the chosen ~15% carry their original id.",
         )
     if bool((labelled & special).any()):
-        index = [int(i) for i in (labelled & special).nonzero()[0]]
+        index = _first_index(labelled & special)
         as_ints = (
             " (here 0/1 integers: use special_tokens_mask.bool())" if spec.special_as_ints else ""
         )
@@ -112,7 +112,7 @@ def _single_masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
         )
     wrong_label = labelled & (labels != original)
     if bool(wrong_label.any()):
-        index = [int(i) for i in wrong_label.nonzero()[0]]
+        index = _first_index(wrong_label)
         corrupted = bool((labels[wrong_label] == inputs[wrong_label]).all())
         return Problem(
             [
@@ -126,7 +126,7 @@ def _single_masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
         )
     changed = ~labelled & (inputs != original)
     if bool(changed.any()):
-        index = [int(i) for i in changed.nonzero()[0]]
+        index = _first_index(changed)
         return Problem(
             [
                 f"inputs{_fmt_index(index)} changed from {int(original[tuple(index)])} to "
@@ -138,7 +138,7 @@ def _single_masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
         )
     out_of_range = (inputs < 0) | (inputs >= spec.vocab_size)
     if bool(out_of_range.any()):
-        index = [int(i) for i in out_of_range.nonzero()[0]]
+        index = _first_index(out_of_range)
         return Problem(
             [
                 f"inputs{_fmt_index(index)} = {int(inputs[tuple(index)])} is not an id in "
