@@ -155,7 +155,7 @@ def plot_parameter_breakdown(counts: Mapping[str, int], title: str | None = None
 
 
 def read_training_log(log_path) -> list[dict[str, float]]:
-    """The rows of a training log (log.csv or log.jsonl from bertcourse.train), numbers as floats."""
+    """The rows of a training log (log.csv or log.jsonl from bertcourse.training), numbers as floats."""
     path = Path(log_path)
     if path.is_dir():
         path = path / "log.csv"

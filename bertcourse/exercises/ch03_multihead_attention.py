@@ -1,0 +1,296 @@
+"""Chapter 3, multi-head attention: splitting and merging heads, the whole layer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..attention import MultiHeadSelfAttention, additive_mask
+from ..config import BertConfig
+from ._grading import (
+    _MASK_IGNORED,
+    _MINUS_INF,
+    _WRONG_AXIS,
+    Case,
+    Mistake,
+    _compare_output_and_probs,
+    _fmt_shape,
+    _random,
+    _real_tokens,
+    _run_cases,
+    _tensor_comparison,
+)
+
+__all__ = [
+    "check_split_heads",
+    "check_merge_heads",
+    "check_multi_head_attention",
+]
+
+
+def _split(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    batch, length, hidden = x.shape
+    return x.reshape(batch, length, num_heads, hidden // num_heads).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    batch, heads, length, head_size = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * head_size)
+
+
+def check_split_heads(fn: Callable) -> bool:
+    """Grade `fn(x, num_heads)`: (B, T, H) -> (B, nh, T, hs), head i = hidden dims i*hs .. (i+1)*hs - 1."""
+    g = torch.Generator().manual_seed(6)
+    cases = []
+    for description, shape, heads, dtype in [
+        ("batch 3, length 5, hidden 12, 4 heads", (3, 5, 12), 4, torch.float32),
+        ("batch 2, length 7, hidden 24, 6 heads", (2, 7, 24), 6, torch.float32),
+        ("batch 1, length 4, hidden 15, 3 heads (an odd head count)", (1, 4, 15), 3, torch.float32),
+        ("batch 2, length 3, hidden 8, 1 head", (2, 3, 8), 1, torch.float32),
+        ("batch 2, length 1 (a single token), hidden 12, 3 heads", (2, 1, 12), 3, torch.float32),
+        ("float64, batch 2, length 6, hidden 20, 5 heads", (2, 6, 20), 5, torch.float64),
+    ]:
+        x = _random(g, *shape, dtype=dtype)
+        cases.append(Case(description, (x, heads), _split(x, heads)))
+
+    def shape_hint(expected: torch.Size, got: torch.Size) -> str:
+        batch, heads, length, head_size = expected
+        if tuple(got) == (batch, length, heads, head_size):
+            return (
+                "the shape (B, T, nh, hs) still needs the head axis moved forward: transpose(1, 2)."
+            )
+        return f"the result must have shape (B, nh, T, hs) = {_fmt_shape(expected)}."
+
+    def interleaved(x, heads):
+        batch, length, hidden = x.shape
+        return x.reshape(batch, length, hidden // heads, heads).permute(0, 3, 1, 2)
+
+    def no_transpose(x, heads):
+        batch, length, hidden = x.shape
+        return x.reshape(batch, heads, length, hidden // heads)
+
+    def wrong_permute(x, heads):
+        batch, length, hidden = x.shape
+        return x.reshape(batch, length, heads, hidden // heads).permute(0, 2, 3, 1).transpose(2, 3)
+
+    mistakes = [
+        Mistake(
+            "reshaping straight to (B, nh, T, hs) mixes tokens and heads: reshape to "
+            "(B, T, nh, hs) first, then move the head axis forward (transpose(1, 2)).",
+            no_transpose,
+        ),
+        Mistake(
+            "head i owns a contiguous chunk of hs hidden dimensions: reshape to "
+            "(B, T, nh, hs), not (B, T, hs, nh).",
+            interleaved,
+        ),
+        Mistake(
+            "the heads are right but tokens and features are swapped inside each head: "
+            "permute(0, 2, 1, 3).",
+            wrong_permute,
+        ),
+    ]
+    return _run_cases(
+        "check_split_heads",
+        fn,
+        cases,
+        _tensor_comparison("output", shape_hint),
+        mistakes,
+    )
+
+
+def check_merge_heads(fn: Callable) -> bool:
+    """Grade `fn(x)`: (B, nh, T, hs) -> (B, T, H), heads glued end to end (the inverse of split_heads).
+
+    Most inputs are contiguous, like the context `probs @ value` that an
+    attention layer merges; after the transpose they are not, so `view`
+    fails there and `reshape` is needed. One input comes straight from a
+    split.
+    """
+    g = torch.Generator().manual_seed(7)
+    cases = []
+    for description, shape, dtype in [
+        ("batch 3, 4 heads, length 5, head size 3", (3, 4, 5, 3), torch.float32),
+        ("batch 2, 6 heads, length 7, head size 4", (2, 6, 7, 4), torch.float32),
+        (
+            "batch 1, 3 heads, length 4, head size 5 (an odd head count)",
+            (1, 3, 4, 5),
+            torch.float32,
+        ),
+        ("batch 2, 1 head, length 3, head size 8", (2, 1, 3, 8), torch.float32),
+        ("batch 2, 3 heads, length 1 (a single token), head size 4", (2, 3, 1, 4), torch.float32),
+        ("float64, batch 2, 5 heads, length 6, head size 4", (2, 5, 6, 4), torch.float64),
+    ]:
+        x = _random(g, *shape, dtype=dtype)
+        cases.append(Case(description, (x,), _merge(x)))
+    split = _split(_random(g, 2, 4, 12), 3)
+    cases.append(
+        Case(
+            "the output of split_heads: batch 2, 3 heads, length 4, head size 4",
+            (split,),
+            _merge(split),
+        )
+    )
+
+    def shape_hint(expected: torch.Size, got: torch.Size) -> str:
+        if len(got) == 4:
+            return "glue the heads back together: reshape (B, T, nh, hs) to (B, T, nh * hs)."
+        return f"the result must have shape (B, T, H) = {_fmt_shape(expected)}."
+
+    def no_transpose(x):
+        batch, heads, length, head_size = x.shape
+        return x.reshape(batch, length, heads * head_size)
+
+    def interleaved(x):
+        batch, heads, length, head_size = x.shape
+        return x.permute(0, 2, 3, 1).reshape(batch, length, heads * head_size)
+
+    mistakes = [
+        Mistake(
+            "move the head axis back next to the head size before merging: "
+            "transpose(1, 2) to (B, T, nh, hs), then reshape.",
+            no_transpose,
+        ),
+        Mistake(
+            "glue whole heads end to end: (B, T, nh, hs), i.e. permute(0, 2, 1, 3), "
+            "not (B, T, hs, nh).",
+            interleaved,
+        ),
+    ]
+    return _run_cases(
+        "check_merge_heads",
+        fn,
+        cases,
+        _tensor_comparison("output", shape_hint),
+        mistakes,
+    )
+
+
+def _multi_head_attention(
+    hidden_states: torch.Tensor,
+    attention: MultiHeadSelfAttention,
+    token_mask: torch.Tensor,
+    *,
+    scale: str = "head_size",
+    use_mask: bool = True,
+    use_bias: bool = True,
+    interleaved_heads: bool = False,
+    merge: str = "heads_first",
+    softmax_dim: int = -1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference multi-head self-attention, or one of its classic mistakes."""
+    batch, length, hidden = hidden_states.shape
+    heads = attention.num_attention_heads
+    head_size = hidden // heads
+
+    def project(linear: torch.nn.Linear) -> torch.Tensor:
+        projected = F.linear(hidden_states, linear.weight, linear.bias if use_bias else None)
+        if interleaved_heads:
+            return projected.reshape(batch, length, head_size, heads).permute(0, 3, 1, 2)
+        return _split(projected, heads)  # (B, nh, T, hs)
+
+    query, key, value = project(attention.query), project(attention.key), project(attention.value)
+    scores = query @ key.transpose(-2, -1)  # (B, nh, T, T)
+    scores = scores / math.sqrt({"head_size": head_size, "hidden": hidden, "none": 1}[scale])
+    if use_mask:
+        scores = scores + additive_mask(token_mask[:, None, None, :], scores.dtype)
+    probs = scores.softmax(dim=softmax_dim)
+    context = probs @ value  # (B, nh, T, hs)
+    if merge == "features_first":
+        merged = context.permute(0, 2, 3, 1).reshape(batch, length, hidden)
+    else:
+        merged = _merge(context)
+    return merged, probs
+
+
+def check_multi_head_attention(fn: Callable) -> bool:
+    """Grade `fn(hidden_states, attention, token_mask)` -> context (B, T, H), or (context, probs).
+
+    `attention` is a `bertcourse.attention.MultiHeadSelfAttention` whose
+    `query`, `key`, `value` layers hold the weights; `token_mask` is (B, T)
+    bool, True at real tokens. The reference is the module itself (eager
+    path, so it can return the probabilities (B, nh, T, T)).
+    """
+    g = torch.Generator().manual_seed(8)
+    cases = []
+
+    def add(description, batch, length, hidden, heads, lengths, dtype=torch.float32):
+        config = BertConfig(
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            intermediate_size=4 * hidden,
+            attention_probs_dropout_prob=0.0,
+            attn_implementation="eager",
+        )
+        with torch.random.fork_rng(devices=[]):  # leave the learner's random state alone
+            torch.manual_seed(len(cases))
+            module = MultiHeadSelfAttention(config).to(dtype).eval()
+        with torch.no_grad():  # non-zero biases, so that forgetting them shows
+            for linear in (module.query, module.key, module.value):
+                linear.bias.normal_(0.0, 0.5, generator=g)
+        hidden_states = _random(g, batch, length, hidden, dtype=dtype)
+        token_mask = _real_tokens(lengths, length)  # (B, T)
+        additive = additive_mask(token_mask[:, None, None, :], dtype)
+        with torch.no_grad():
+            expected = module(hidden_states, additive, output_attentions=True)
+        cases.append(Case(description, (hidden_states, module, token_mask), expected))
+
+    add("batch 2, length 6, hidden 12, 3 heads, with padding", 2, 6, 12, 3, [6, 4])
+    add("batch 3, length 5, hidden 16, 4 heads, no padding", 3, 5, 16, 4, [5, 5, 5])
+    add("batch 2, length 4, hidden 15, 3 heads of 5 (odd sizes), with padding", 2, 4, 15, 3, [2, 4])
+    add("batch 2, length 5, hidden 8, 1 head, with padding", 2, 5, 8, 1, [5, 3])
+    add("batch 1, length 1 (a single token), hidden 12, 2 heads", 1, 1, 12, 2, [1])
+    add(
+        "batch 2, length 4, hidden 8, 2 heads, the second sequence fully padded", 2, 4, 8, 2, [4, 0]
+    )
+    add(
+        "float64, batch 2, length 7, hidden 24, 6 heads, with padding",
+        2,
+        7,
+        24,
+        6,
+        [7, 3],
+        torch.float64,
+    )
+
+    def variant(**options: Any) -> Callable:
+        return lambda h, a, m: _multi_head_attention(h, a, m, **options)
+
+    mistakes = [
+        Mistake(
+            "the scores look unscaled: divide by sqrt(d_k), the head size H / nh.",
+            variant(scale="none"),
+        ),
+        Mistake(
+            "the scores are divided by sqrt(H): scale by sqrt(d_k) of one head, d_k = H / nh.",
+            variant(scale="hidden"),
+        ),
+        Mistake(_MASK_IGNORED, variant(use_mask=False)),
+        Mistake(
+            "the projections' biases are missing: each of query, key, value is a "
+            "Linear layer, x Wᵀ + b.",
+            variant(use_bias=False),
+        ),
+        Mistake(
+            "head i owns rows i·d_k .. (i+1)·d_k - 1 of each weight: reshape them to "
+            "(nh, d_k, H), not (d_k, nh, H).",
+            variant(interleaved_heads=True),
+        ),
+        Mistake(
+            "glue the heads end to end: the context must be (B, T, nh, d_k) before it is "
+            "flattened to (B, T, H).",
+            variant(merge="features_first"),
+        ),
+        Mistake(_WRONG_AXIS, variant(softmax_dim=-2)),
+    ]
+    return _run_cases(
+        "check_multi_head_attention",
+        fn,
+        cases,
+        _compare_output_and_probs(_MINUS_INF),
+        mistakes,
+    )

@@ -1,0 +1,276 @@
+"""Chapter 6, masked language modelling: BERT's masking, judged by its rules."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ._grading import Case, Problem, _first_index, _fmt_index, _fmt_shape, _run_cases
+
+__all__ = [
+    "check_mask_tokens",
+]
+
+
+# The checker's made-up vocabularies: [PAD] 0, [CLS] 2, [SEP] 3, [MASK] 4, ordinary ids from 5.
+_PAD_ID, _CLS_ID, _SEP_ID, _MLM_MASK_ID, _FIRST_ORDINARY_ID = 0, 2, 3, 4, 5
+_RATE_STANDARD_ERRORS = 6  # a correct answer falls outside 6 standard errors about once in 10^8
+
+
+@dataclass(frozen=True)
+class _MaskingCase:
+    """What a masking answer is judged against: the input and the rules it must follow."""
+
+    input_ids: torch.Tensor
+    special: torch.Tensor  # bool, True where nothing may be chosen
+    special_as_ints: bool  # the learner was given the mask as 0/1 integers
+    vocab_size: int
+    mlm_probability: float
+    check_rates: bool = False
+    calls: int = 1  # 2: called twice with generators seeded alike; the answers must be equal
+
+
+def _masking_batch(
+    generator: torch.Generator, batch: int, length: int, vocab_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[CLS] tokens [SEP] [PAD]...: the first row full, the last half padded, others random."""
+    lengths = torch.randint(length // 2, length + 1, (batch,), generator=generator)
+    lengths[-1] = max(length // 2, 3)
+    lengths[0] = length
+    positions = torch.arange(length)[None, :]  # (1, T)
+    ids = torch.randint(_FIRST_ORDINARY_ID, vocab_size, (batch, length), generator=generator)
+    ids[:, 0] = _CLS_ID
+    ids = torch.where(positions == (lengths - 1)[:, None], _SEP_ID, ids)  # (B, T)
+    padding = positions >= lengths[:, None]  # (B, T)
+    ids = ids.masked_fill(padding, _PAD_ID)
+    special = padding | (ids == _CLS_ID) | (ids == _SEP_ID)
+    return ids, special
+
+
+def _masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
+    """The first rule a masking answer breaks, with a hint that names it."""
+    if spec.calls == 1:
+        return _single_masking_problem(spec, answer)
+    first, second = answer
+    problem = _single_masking_problem(spec, first)
+    if problem is None and not all(torch.equal(a, b) for a, b in zip(first, second, strict=True)):
+        return Problem(
+            ["two calls with generators seeded alike gave different results"],
+            "draw every random number from the `generator` argument: torch.rand(..., "
+            "generator=generator), torch.randint(..., generator=generator).",
+        )
+    return problem
+
+
+def _single_masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
+        return Problem(
+            [f"expected a pair (inputs, labels), got {type(answer).__name__}"],
+            "return two tensors: the corrupted inputs and the labels.",
+        )
+    original, special = spec.input_ids, spec.special
+    for what, value in zip(("inputs", "labels"), answer, strict=True):
+        if not isinstance(value, torch.Tensor) or value.shape != original.shape:
+            got = (
+                _fmt_shape(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            )
+            return Problem(
+                [f"{what}: expected a tensor of shape {_fmt_shape(original.shape)}, got {got}"],
+                f"return {what} with one entry per token: the shape of input_ids.",
+            )
+        if value.dtype != torch.long:
+            return Problem(
+                [f"{what} has dtype {value.dtype}, expected torch.int64 (token ids)"],
+                "keep the ids as integers (torch.long): masked_fill, torch.where and clone do.",
+            )
+    inputs, labels = answer
+    labelled = labels != -100  # (B, T): the positions chosen for prediction
+    candidates = int((~special).sum())
+    if candidates >= 10 and labelled.sum() > 0.9 * candidates:
+        return Problem(
+            [f"{int(labelled.sum()):,} of {original.numel():,} positions have a label (not -100)"],
+            "labels must be -100 wherever the token was not chosen, so that the loss ignores "
+            "those positions; only the chosen ~15% carry their original id.",
+        )
+    if bool((labelled & special).any()):
+        index = _first_index(labelled & special)
+        as_ints = (
+            " (here 0/1 integers: use special_tokens_mask.bool())" if spec.special_as_ints else ""
+        )
+        return Problem(
+            [
+                f"the special position {_fmt_index(index)} (id {int(original[tuple(index)])}) was "
+                "chosen: [CLS], [SEP] and padding are never predicted"
+            ],
+            f"never choose a position where special_tokens_mask is True{as_ints}: "
+            "exclude those positions from the draw.",
+        )
+    wrong_label = labelled & (labels != original)
+    if bool(wrong_label.any()):
+        index = _first_index(wrong_label)
+        corrupted = bool((labels[wrong_label] == inputs[wrong_label]).all())
+        return Problem(
+            [
+                f"labels{_fmt_index(index)} = {int(labels[tuple(index)])}, but the original token "
+                f"there is {int(original[tuple(index)])}"
+            ],
+            "labels must hold the original token id, not the corrupted input: take them from "
+            "input_ids before replacing anything."
+            if corrupted
+            else "at a chosen position the label is the original id; elsewhere it is -100.",
+        )
+    changed = ~labelled & (inputs != original)
+    if bool(changed.any()):
+        index = _first_index(changed)
+        return Problem(
+            [
+                f"inputs{_fmt_index(index)} changed from {int(original[tuple(index)])} to "
+                f"{int(inputs[tuple(index)])} although its label is -100 (not chosen); "
+                f"{int(changed.sum()):,} unchosen tokens changed in all"
+            ],
+            "only chosen tokens may change: apply [MASK] and the random replacement to chosen "
+            "positions only (combine each draw with the chosen mask).",
+        )
+    out_of_range = (inputs < 0) | (inputs >= spec.vocab_size)
+    if bool(out_of_range.any()):
+        index = _first_index(out_of_range)
+        return Problem(
+            [
+                f"inputs{_fmt_index(index)} = {int(inputs[tuple(index)])} is not an id in "
+                f"[0, {spec.vocab_size})"
+            ],
+            "draw random replacements with torch.randint(vocab_size, shape, generator=generator).",
+        )
+    if spec.check_rates:
+        return _masking_rates_problem(spec, inputs, labelled, candidates)
+    return None
+
+
+def _masking_rates_problem(
+    spec: _MaskingCase, inputs: torch.Tensor, labelled: torch.Tensor, candidates: int
+) -> Problem | None:
+    """The chosen rate and the 80/10/10 split, within a few standard errors."""
+    chosen = int(labelled.sum())
+    rate = chosen / candidates
+    p = spec.mlm_probability
+    if abs(rate - p) > _RATE_STANDARD_ERRORS * math.sqrt(p * (1 - p) / candidates):
+        fixed_rate = abs(rate - 0.15) < 0.01 and abs(p - 0.15) > 0.05
+        return Problem(
+            [
+                f"{rate:.1%} of the {candidates:,} ordinary tokens were chosen; expected about "
+                f"{p:.0%} (mlm_probability={p})"
+            ],
+            f"use the mlm_probability argument ({p}) instead of a fixed 0.15."
+            if fixed_rate
+            else "choose each ordinary token with probability mlm_probability: "
+            "torch.rand(shape, generator=generator) < mlm_probability.",
+        )
+    corrupted = inputs[labelled]
+    as_mask = corrupted == _MLM_MASK_ID
+    kept = corrupted == spec.input_ids[labelled]
+    shares = {
+        "[MASK]": (float(as_mask.float().mean()), 0.8),
+        "random": (float((~as_mask & ~kept).float().mean()), 0.1),
+        "unchanged": (float((kept & ~as_mask).float().mean()), 0.1),
+    }
+    for share, target in shares.values():
+        if abs(share - target) > _RATE_STANDARD_ERRORS * math.sqrt(target * (1 - target) / chosen):
+            found = ", ".join(f"{share:.1%} {name}" for name, (share, _) in shares.items())
+            return Problem(
+                [f"of the {chosen:,} chosen tokens: {found}; expected 80% / 10% / 10%"],
+                "of the chosen tokens 80% become [MASK], 10% a random token and 10% stay "
+                "unchanged: one uniform draw per token, [MASK] below 0.8, random in [0.8, 0.9).",
+            )
+    random_ids = corrupted[~as_mask & ~kept]
+    distinct = random_ids.unique().numel()
+    if random_ids.numel() >= 100 and distinct < random_ids.numel() // 4:
+        return Problem(
+            [f"the {random_ids.numel()} random replacements use only {distinct} different ids"],
+            "draw each random replacement uniformly from the whole vocabulary: "
+            "torch.randint(vocab_size, shape, generator=generator).",
+        )
+    return None
+
+
+def check_mask_tokens(fn: Callable) -> bool:
+    """Grade `fn(input_ids, special_tokens_mask, vocab_size, mask_token_id, mlm_probability=0.15,
+    generator=None)` -> (inputs, labels): BERT's masking, as `bertcourse.data.mask_tokens`.
+
+    The answer is random, so it is judged by rules rather than compared with
+    one reference: shapes and dtype; labels -100 off the chosen positions and
+    the original id on them; [CLS], [SEP] and padding never chosen; unchosen
+    inputs unchanged; on large batches the rates (mlm_probability chosen; of
+    those 80% [MASK], 10% random, 10% unchanged); the same answer from
+    generators seeded alike. The learner's global random state is left alone.
+    """
+    if not callable(fn):
+        return _run_cases("check_mask_tokens", fn, [], _masking_problem)
+
+    @functools.wraps(fn)
+    def graded(input_ids, special_tokens_mask, vocab_size, mlm_probability, calls, seed):
+        answers = []
+        with torch.random.fork_rng(devices=[]):  # draws from the global generator leave no trace
+            torch.manual_seed(seed)
+            for _ in range(calls):
+                generator = torch.Generator().manual_seed(seed)
+                answers.append(
+                    fn(
+                        input_ids.clone(),
+                        special_tokens_mask.clone(),
+                        vocab_size,
+                        _MLM_MASK_ID,
+                        mlm_probability,
+                        generator,
+                    )
+                )
+        return answers[0] if calls == 1 else tuple(answers)
+
+    g = torch.Generator().manual_seed(13)
+    cases = []
+
+    def add(description, batch, length, vocab_size, p=0.15, rates=False, calls=1, ints=False):
+        ids, special = _masking_batch(g, batch, length, vocab_size)
+        spec = _MaskingCase(ids, special, ints, vocab_size, p, rates, calls)
+        special_argument = special.long() if ints else special
+        args = (ids, special_argument, vocab_size, p, calls, len(cases))
+        cases.append(Case(description, args, spec))
+
+    add("batch 2, length 10, vocab 30, the second row padded", 2, 10, 30)
+    add(
+        "512 × 128 (about 48,000 ordinary tokens), vocab 1,000: labels, specials and the "
+        "15% / 80-10-10 rates",
+        512,
+        128,
+        1000,
+        rates=True,
+    )
+    add("512 × 128, vocab 1,000, mlm_probability=0.4", 512, 128, 1000, p=0.4, rates=True)
+    add(
+        "special_tokens_mask as 0/1 integers (as tokenizers return it), 64 × 32, vocab 500",
+        64,
+        32,
+        500,
+        ints=True,
+    )
+    add("batch 1, length 3 ([CLS] one token [SEP]), vocab 20", 1, 3, 20)
+    add(
+        "two calls with generators seeded alike (256 × 64, vocab 1,000) must agree",
+        256,
+        64,
+        1000,
+        calls=2,
+    )
+    return _run_cases(
+        "check_mask_tokens",
+        graded,
+        cases,
+        _masking_problem,
+        (),
+        "print the chosen mask, the inputs and the labels of a small batch and compare them "
+        "with the chapter's step-by-step masking.",
+    )

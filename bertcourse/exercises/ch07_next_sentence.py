@@ -1,0 +1,295 @@
+"""Chapter 7, next sentence prediction: sentence pairs, judged by their rules."""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..data import truncate_pair
+from ._grading import Case, Problem, _run_cases, _unwrap_scalar
+
+__all__ = [
+    "check_nsp_pairs",
+]
+
+
+# Token ids of the synthetic documents say where they come from:
+# 10_000 * document + 100 * sentence + position, so every token of an answer can be traced back.
+_NSP_DOCUMENT_STRIDE, _NSP_SENTENCE_STRIDE = 10_000, 100
+_NSP_LABEL_NAMES = ("IsNext", "NotNext")
+_NSP_MIN_PAIRS_FOR_BALANCE = 100  # fewer pairs say too little about a 50% rate
+_NSP_BALANCE_STANDARD_ERRORS = 4.5  # a fair coin falls outside 4.5 standard errors ~1 in 150,000
+
+
+@dataclass(frozen=True)
+class _NspCase:
+    """What an answer of nsp_pairs is judged against."""
+
+    documents: list
+    max_tokens: int
+
+
+def _nsp_documents(seed: int, num_documents: int, sentences: tuple, lengths: tuple) -> list:
+    """Documents of (min, max) sentences of (min, max) tokens whose ids encode their origin."""
+    rng = random.Random(seed)
+    return [
+        [
+            [
+                _NSP_DOCUMENT_STRIDE * d + _NSP_SENTENCE_STRIDE * s + k
+                for k in range(rng.randint(*lengths))
+            ]
+            for s in range(rng.randint(*sentences))
+        ]
+        for d in range(num_documents)
+    ]
+
+
+def _nsp_origin(spec: _NspCase, tokens: Sequence[int]) -> tuple[int, int] | None:
+    """(document, sentence) of a contiguous piece of one sentence, or None."""
+    places = set()
+    positions = []
+    for token in tokens:
+        if isinstance(token, bool) or not isinstance(token, int):
+            return None
+        document, rest = divmod(token, _NSP_DOCUMENT_STRIDE)
+        sentence, position = divmod(rest, _NSP_SENTENCE_STRIDE)
+        places.add((document, sentence))
+        positions.append(position)
+    if len(places) != 1:
+        return None
+    document, sentence = places.pop()
+    if not (0 <= document < len(spec.documents) and 0 <= sentence < len(spec.documents[document])):
+        return None
+    source = spec.documents[document][sentence]
+    if list(tokens) != source[positions[0] : positions[0] + len(tokens)]:
+        return None
+    return document, sentence
+
+
+def _nsp_longest_first(length_a: int, length_b: int, max_tokens: int) -> list[int]:
+    """The lengths, shortest first, that `bertcourse.data.truncate_pair` leaves.
+
+    It removes one token at a time from the longer side; the end it takes it
+    from is random, the lengths are not.
+    """
+    tokens_a, tokens_b = [0] * length_a, [0] * length_b
+    truncate_pair(tokens_a, tokens_b, max_tokens, random.Random(0))
+    return sorted((len(tokens_a), len(tokens_b)))
+
+
+def _nsp_where(place: tuple[int, int]) -> str:
+    return f"sentence {place[1]} of document {place[0]}"
+
+
+def _nsp_problem(spec: _NspCase, answer: Any) -> Problem | None:
+    """The first rule an answer of nsp_pairs breaks, with a hint that names it."""
+    if not isinstance(answer, (list, tuple)):
+        return Problem(
+            [f"expected a list of (tokens_a, tokens_b, label) tuples, got {type(answer).__name__}"],
+            "collect the pairs in a list and return it.",
+        )
+    pairs = []
+    for number, pair in enumerate(answer):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 3:
+            return Problem(
+                [f"pair {number} is {pair!r:.80}, not a (tokens_a, tokens_b, label) tuple"],
+                "append (tokens_a, tokens_b, label) for each pair.",
+            )
+        tokens_a, tokens_b, label = pair
+        label = _unwrap_scalar(label)
+        if label not in (0, 1) or isinstance(label, float):
+            return Problem(
+                [f"pair {number} has label {label!r}; labels are the ints 0 and 1"],
+                "0 means IsNext (B follows A), 1 means NotNext.",
+            )
+        if not isinstance(tokens_a, (list, tuple)) or not isinstance(tokens_b, (list, tuple)):
+            return Problem(
+                [f"pair {number}: tokens_a and tokens_b must be lists of token ids"],
+                "copy the sentences as lists: list(document[i]).",
+            )
+        if not tokens_a or not tokens_b:
+            side = "A" if not tokens_a else "B"
+            return Problem(
+                [
+                    f"pair {number}: segment {side} is empty ({len(tokens_a)} + {len(tokens_b)} tokens)"
+                ],
+                "every side needs at least one token. An empty side usually comes from the "
+                "truncation: remove tokens from the longer side, one at a time, until the pair "
+                "fits; that never empties a side.",
+            )
+        origin_a, origin_b = _nsp_origin(spec, tokens_a), _nsp_origin(spec, tokens_b)
+        if origin_a is None or origin_b is None:
+            return Problem(
+                [
+                    f"pair {number}: segment {'A' if origin_a is None else 'B'} is not a piece of one "
+                    "sentence of the documents"
+                ],
+                "each side is one sentence (or what truncation leaves of it), copied from the "
+                "documents you were given.",
+            )
+        pairs.append((number, tokens_a, tokens_b, int(label), origin_a, origin_b))
+
+    expected_firsts = {
+        (d, s) for d, document in enumerate(spec.documents) for s in range(len(document) - 1)
+    }
+    firsts = [origin_a for _, _, _, _, origin_a, _ in pairs]
+    if sorted(firsts) != sorted(expected_firsts):
+        missing = sorted(expected_firsts - set(firsts))
+        extra = sorted(set(firsts) - expected_firsts) or sorted(
+            {f for f in firsts if firsts.count(f) > 1}
+        )
+        detail = (
+            f"no pair starts with {_nsp_where(missing[0])}"
+            if missing
+            else f"A = {_nsp_where(extra[0])} is not expected (or comes twice)"
+        )
+        return Problem(
+            [
+                f"expected {len(expected_firsts)} pairs, one per sentence that has a next "
+                f"sentence; got {len(pairs)}: {detail}"
+            ],
+            "loop over every document and over position in range(len(document) - 1): A is "
+            "document[position]; the last sentence of a document has no next sentence.",
+        )
+
+    def is_next(a: tuple[int, int], b: tuple[int, int]) -> bool:
+        return a[0] == b[0] and b[1] == a[1] + 1
+
+    next_but_labelled_1 = [p for p in pairs if p[3] == 1 and is_next(p[4], p[5])]
+    other_but_labelled_0 = [p for p in pairs if p[3] == 0 and p[4][0] != p[5][0]]
+    if next_but_labelled_1 and other_but_labelled_0:
+        number, _, _, _, a, b = next_but_labelled_1[0]
+        return Problem(
+            [
+                f"pair {number}: B = {_nsp_where(b)} follows A = {_nsp_where(a)}, "
+                "but the label is 1 (NotNext)"
+            ],
+            "the labels are swapped: 0 means IsNext (B is the next sentence), 1 means NotNext "
+            "(B from another document).",
+        )
+    for number, _, _, label, a, b in pairs:
+        if label == 1 and b[0] == a[0]:
+            return Problem(
+                [
+                    f"pair {number} is NotNext (label 1), but A = {_nsp_where(a)} and "
+                    f"B = {_nsp_where(b)} come from the same document"
+                ],
+                "a NotNext B comes from another document: draw its index among the others, "
+                "e.g. other = rng.randrange(len(documents) - 1), plus 1 if other >= index.",
+            )
+        if label == 0 and not is_next(a, b):
+            where = "the same document" if b[0] == a[0] else "another document"
+            return Problem(
+                [
+                    f"pair {number} is IsNext (label 0), but B = {_nsp_where(b)} ({where}) is not "
+                    f"the sentence after A = {_nsp_where(a)}"
+                ],
+                "an IsNext B is the sentence right after A: document[position + 1], not a "
+                "random sentence.",
+            )
+    for number, tokens_a, tokens_b, _, a, b in pairs:
+        total = len(tokens_a) + len(tokens_b)
+        if total > spec.max_tokens:
+            return Problem(
+                [
+                    f"pair {number} has {len(tokens_a)} + {len(tokens_b)} = {total} tokens, "
+                    f"more than max_tokens = {spec.max_tokens}"
+                ],
+                "truncate each pair: while len(tokens_a) + len(tokens_b) > max_tokens, remove "
+                "one token from the longer side.",
+            )
+        full_a = len(spec.documents[a[0]][a[1]])
+        full_b = len(spec.documents[b[0]][b[1]])
+        expected = _nsp_longest_first(full_a, full_b, spec.max_tokens)
+        if sorted((len(tokens_a), len(tokens_b))) != expected:
+            return Problem(
+                [
+                    f"pair {number}: sentences of {full_a} and {full_b} tokens became "
+                    f"{len(tokens_a)} + {len(tokens_b)} with max_tokens = {spec.max_tokens}; "
+                    f"longest-first truncation keeps {expected[1]} + {expected[0]}"
+                ],
+                "truncate longest-first, one token at a time from the longer side, and only "
+                "while the pair is too long (a pair that fits keeps every token).",
+            )
+    if len(pairs) >= _NSP_MIN_PAIRS_FOR_BALANCE:
+        rate = sum(p[3] for p in pairs) / len(pairs)
+        tolerance = _NSP_BALANCE_STANDARD_ERRORS * 0.5 / math.sqrt(len(pairs))
+        if abs(rate - 0.5) > tolerance:
+            return Problem(
+                [
+                    f"{rate:.1%} of the {len(pairs)} pairs are NotNext; expected 50% "
+                    f"(± {tolerance:.1%})"
+                ],
+                "flip a fair coin for each pair with the rng you are given: IsNext if "
+                "rng.random() < 0.5, else NotNext.",
+            )
+    return None
+
+
+def check_nsp_pairs(fn: Callable) -> bool:
+    """Grade `fn(documents, rng, max_tokens)` -> [(tokens_a, tokens_b, label)], a simple NSP builder.
+
+    documents: lists of sentences of token ids; rng: a random.Random. One pair for every
+    sentence that has a next sentence: A is that sentence; B is the next sentence (label 0,
+    IsNext) or, with probability 1/2, a random sentence of another document (label 1,
+    NotNext); then longest-first truncation to max_tokens. The pairs are random, so the
+    checker checks rules instead of comparing with one answer: every token id of its
+    synthetic documents says which document and sentence it comes from.
+    """
+    if not callable(fn):
+        return _run_cases("check_nsp_pairs", fn, [], _nsp_problem)
+
+    @functools.wraps(fn)
+    def with_fresh_rng(documents: list, seed: int, max_tokens: int) -> Any:
+        return fn(documents, random.Random(seed), max_tokens)
+
+    def add(description: str, seed: int, documents: list, max_tokens: int) -> Case:
+        return Case(description, (documents, seed, max_tokens), _NspCase(documents, max_tokens))
+
+    cases = [
+        add(
+            "3 documents of 6 to 10 sentences of 2 to 12 tokens, max_tokens 30",
+            1,
+            _nsp_documents(11, 3, (6, 10), (2, 12)),
+            30,
+        ),
+        add(
+            "2 documents: a NotNext B must come from the other one; max_tokens 64",
+            2,
+            _nsp_documents(12, 2, (4, 8), (1, 20)),
+            64,
+        ),
+        add(
+            "300 documents of 1 to 12 sentences of 1 to 30 tokens, max_tokens 24 (many pairs "
+            "are truncated)",
+            3,
+            _nsp_documents(13, 300, (1, 12), (1, 30)),
+            24,
+        ),
+        add(
+            "sentences of 3 to 6 tokens, max_tokens 3 (every pair is truncated)",
+            4,
+            _nsp_documents(14, 20, (2, 6), (3, 6)),
+            3,
+        ),
+        add(
+            "one long document and many one-sentence ones, max_tokens 40",
+            5,
+            [_nsp_documents(15, 1, (30, 30), (5, 25))[0]]
+            + [[[_NSP_DOCUMENT_STRIDE * d + k for k in range(7)]] for d in range(1, 6)],
+            40,
+        ),
+    ]
+    return _run_cases(
+        "check_nsp_pairs",
+        with_fresh_rng,
+        cases,
+        _nsp_problem,
+        (),
+        "print a few of your pairs for a small document by hand and check each rule of the "
+        "exercise.",
+    )

@@ -1,0 +1,341 @@
+"""Chapter 11, NER and QA: word labels on sub-words, the best answer span."""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..finetune import IGNORE_INDEX
+from ._grading import Case, Mistake, Problem, _run_cases
+
+__all__ = [
+    "check_align_labels",
+    "check_best_span",
+]
+
+
+def _align(
+    word_ids,
+    word_labels,
+    *,
+    subwords="first",
+    special=IGNORE_INDEX,
+    zero_is_word=True,
+    keep_unknown=True,
+):
+    """Token labels from word labels, the reference way or with one of the learners' mistakes."""
+    labels = []
+    for position, word in enumerate(word_ids):
+        if word is None or (not zero_is_word and not word):
+            labels.append(special)
+            continue
+        label = word_labels[word]
+        if not keep_unknown and label == IGNORE_INDEX:
+            label = 0
+        previous = word_ids[position - 1] if position > 0 else None
+        following = word_ids[position + 1] if position + 1 < len(word_ids) else None
+        if (
+            subwords == "all"
+            or (subwords == "first" and word != previous)
+            or (subwords == "last" and word != following)
+        ):
+            labels.append(label)
+        else:
+            labels.append(IGNORE_INDEX)
+    return labels
+
+
+def _align_problem(expected: list[int], got: Any) -> Problem | None:
+    if not isinstance(got, (list, tuple)) and not isinstance(got, torch.Tensor):
+        return Problem([f"expected a list of ints, one label per token; got {type(got).__name__}"])
+    got = [int(x) for x in got]
+    if len(got) != len(expected):
+        return Problem(
+            [f"expected {len(expected)} labels (one per token), got {len(got)}"],
+            "return one label per entry of word_ids, special tokens and padding included.",
+        )
+    if got == expected:
+        return None
+    first = next(i for i, (a, b) in enumerate(zip(expected, got, strict=True)) if a != b)
+    return Problem(
+        [
+            f"expected {expected}",
+            f"got      {got}  (first difference at token {first})",
+        ]
+    )
+
+
+def check_align_labels(fn: Callable) -> bool:
+    """Grade `fn(word_ids, word_labels)` -> one label per token: the word's label on its first
+    sub-word, -100 on the later sub-words and on special tokens and padding (word id None).
+
+    A word label of -100 (unknown) passes through. As `bertcourse.finetune.align_word_labels`.
+    """
+
+    def case(description: str, word_ids: list, word_labels: list) -> Case:
+        return Case(description, (word_ids, word_labels), _align(word_ids, word_labels))
+
+    generator = random.Random(11)
+    many_ids: list = [None]
+    for word in range(30):
+        many_ids += [word] * generator.randint(1, 4)
+    many_ids.append(None)
+    many_labels = [generator.randrange(5) for _ in range(30)]
+    cases = [
+        case(
+            "[CLS] 4 words, the second split into 3 sub-words [SEP]",
+            [None, 0, 1, 1, 1, 2, 3, None],
+            [1, 0, 3, 0],
+        ),
+        case(
+            "the first word (word id 0) split into 2 sub-words", [None, 0, 0, 1, 2, None], [3, 0, 1]
+        ),
+        case("padding after [SEP] (word id None)", [None, 0, 1, 1, 2, None, None, None], [0, 1, 2]),
+        case(
+            "a word whose label is -100 (unknown) stays -100",
+            [None, 0, 0, 1, 2, 2, None],
+            [IGNORE_INDEX, 1, 2],
+        ),
+        case("truncated: the last word lost", [None, 0, 1, 1, 2, None], [0, 3, 4, 1]),
+        case("30 words of 1 to 4 sub-words", many_ids, many_labels),
+    ]
+    mistakes = [
+        Mistake(
+            "only the first sub-word of a word gets the word's label; the later sub-words get "
+            "-100, so each word counts once in the loss and the metric.",
+            functools.partial(_align, subwords="all"),
+        ),
+        Mistake(
+            "the label goes on the *first* sub-word of each word (a new word id, different from "
+            "the previous token's), not on its last.",
+            functools.partial(_align, subwords="last"),
+        ),
+        Mistake(
+            "word id 0 is the first word, not a special token: test `word is None`, not "
+            "`not word`.",
+            functools.partial(_align, zero_is_word=False),
+        ),
+        Mistake(
+            "special tokens and padding (word id None) get -100, not 0: 0 is the label 'O', and "
+            "the loss would learn to predict it on [CLS] and [SEP].",
+            functools.partial(_align, special=0),
+        ),
+        Mistake(
+            "a word label of -100 (unknown) passes through unchanged: the loss must skip that word.",
+            functools.partial(_align, keep_unknown=False),
+        ),
+    ]
+    return _run_cases(
+        "check_align_labels",
+        fn,
+        cases,
+        _align_problem,
+        mistakes,
+        "walk through word_ids by hand: None -> -100; a new word id -> that word's label; the "
+        "same id as the token before -> -100.",
+    )
+
+
+def _spans(
+    start_logits,
+    end_logits,
+    context_mask,
+    max_answer_length,
+    *,
+    ordered=True,
+    length_check="<",
+    use_mask=True,
+    softmax_over="context",
+    score="product",
+):
+    """(start, end, score) by brute force, the reference way or with one of the mistakes."""
+    start_logits, end_logits = start_logits.double(), end_logits.double()
+    if softmax_over == "context":
+        low = torch.finfo(torch.float64).min
+        start_probs = start_logits.masked_fill(~context_mask, low).softmax(-1)
+        end_probs = end_logits.masked_fill(~context_mask, low).softmax(-1)
+    else:
+        start_probs, end_probs = start_logits.softmax(-1), end_logits.softmax(-1)
+    best = None
+    length = len(start_logits)
+    for start in range(length):
+        for end in range(length):
+            if ordered and end < start:
+                continue
+            tokens = end - start + 1
+            if length_check == "<" and tokens > max_answer_length:
+                continue
+            if length_check == "<=" and tokens > max_answer_length + 1:
+                continue
+            if use_mask and not (context_mask[start] and context_mask[end]):
+                continue
+            if score == "product":
+                value = float(start_probs[start] * end_probs[end])
+            else:
+                value = float(start_logits[start] + end_logits[end])
+            if best is None or value > best[2]:
+                best = (start, end, value)
+    return best
+
+
+def _independent_argmax(start_logits, end_logits, context_mask, max_answer_length):
+    start = int(start_logits.masked_fill(~context_mask, -1e9).argmax())
+    end = int(end_logits.masked_fill(~context_mask, -1e9).argmax())
+    low = torch.finfo(torch.float32).min
+    probs = [
+        x.float().masked_fill(~context_mask, low).softmax(-1) for x in (start_logits, end_logits)
+    ]
+    return start, end, float(probs[0][start] * probs[1][end])
+
+
+def _span_problem(expected: tuple, got: Any) -> Problem | None:
+    if not isinstance(got, (tuple, list)) or len(got) != 3:
+        return Problem(["expected a tuple (start, end, score)"])
+    start, end, score = int(got[0]), int(got[1]), float(got[2])
+    if (start, end) != expected[:2]:
+        return Problem(
+            [
+                f"expected the span ({expected[0]}, {expected[1]}) with score {expected[2]:.4f}",
+                f"got the span ({start}, {end}) with score {score:.4f}",
+            ]
+        )
+    if not math.isclose(score, expected[2], rel_tol=1e-4, abs_tol=1e-7):
+        return Problem(
+            [
+                f"the span ({start}, {end}) is right, but its score is {score:.6g}, expected "
+                f"{expected[2]:.6g}"
+            ],
+            "the score is p_start(start) * p_end(end), each a softmax over the context tokens.",
+        )
+    return None
+
+
+def check_best_span(fn: Callable) -> bool:
+    """Grade `fn(start_logits, end_logits, context_mask, max_answer_length)` -> (start, end, score).
+
+    The best span of one window: start <= end, at most max_answer_length tokens, both ends context
+    tokens (context_mask True), maximising p_start(start) * p_end(end) with each p a softmax over
+    the context tokens; the score is that product. As `bertcourse.finetune.best_span`.
+    """
+
+    def window(question: int, context: int) -> torch.Tensor:
+        """[CLS] question [SEP] context [SEP]: True on the context tokens."""
+        mask = torch.zeros(question + context + 3, dtype=torch.bool)
+        mask[question + 2 : question + 2 + context] = True
+        return mask
+
+    def case(description, start_logits, end_logits, mask, max_answer_length) -> Case:
+        start_logits = torch.tensor(start_logits, dtype=torch.float32)
+        end_logits = torch.tensor(end_logits, dtype=torch.float32)
+        args = (start_logits, end_logits, mask, max_answer_length)
+        return Case(description, args, _spans(*args))
+
+    def logits(length, peaks, base=0.0):
+        values = [base] * length
+        for position, value in peaks.items():
+            values[position] = value
+        return values
+
+    mask = window(3, 10)  # context tokens 5..14
+    generator = torch.Generator().manual_seed(11)
+    random_mask = window(6, 30)
+    cases = [
+        case(
+            "a clear answer: start peak at 7, end peak at 9",
+            logits(16, {7: 5.0}),
+            logits(16, {9: 5.0}),
+            mask,
+            30,
+        ),
+        case(
+            "the best end (6) lies before the best start (10)",
+            logits(16, {10: 6.0, 7: 4.0}),
+            logits(16, {6: 6.0, 12: 4.0}),
+            mask,
+            30,
+        ),
+        case(
+            "the best pair (5, 14) is 10 tokens long, max_answer_length 4",
+            logits(16, {5: 6.0, 11: 3.0}),
+            logits(16, {14: 6.0, 13: 3.0}),
+            mask,
+            4,
+        ),
+        case(
+            "the best span is exactly max_answer_length 4 tokens long (6 to 9), one more would "
+            "score higher",
+            logits(16, {6: 6.0, 5: 6.5}),
+            logits(16, {9: 6.0}),
+            mask,
+            4,
+        ),
+        case(
+            "the highest logits are on question tokens (1 and 2) and [CLS]",
+            logits(16, {0: 9.0, 1: 9.0, 8: 3.0}),
+            logits(16, {0: 9.0, 2: 9.0, 10: 3.0}),
+            mask,
+            30,
+        ),
+        case(
+            "random logits, 6 question and 30 context tokens, max_answer_length 5",
+            torch.randn(39, generator=generator).mul(3).tolist(),
+            torch.randn(39, generator=generator).mul(3).tolist(),
+            random_mask,
+            5,
+        ),
+        case(
+            "random logits, 6 question and 30 context tokens, max_answer_length 30",
+            torch.randn(39, generator=generator).mul(2).tolist(),
+            torch.randn(39, generator=generator).mul(2).tolist(),
+            random_mask,
+            30,
+        ),
+    ]
+    mistakes = [
+        Mistake(
+            "the best start and the best end taken separately need not form a span: search the "
+            "pairs (start, end) with start <= end < start + max_answer_length.",
+            _independent_argmax,
+        ),
+        Mistake(
+            "an answer cannot end before it starts: only pairs with end >= start are spans.",
+            functools.partial(_spans, ordered=False),
+        ),
+        Mistake(
+            "spans longer than max_answer_length tokens are not allowed.",
+            functools.partial(_spans, length_check="none"),
+        ),
+        Mistake(
+            "a span from start to end has end - start + 1 tokens: it must be at most "
+            "max_answer_length, so end < start + max_answer_length (one token too many allowed).",
+            functools.partial(_spans, length_check="<="),
+        ),
+        Mistake(
+            "both ends must be context tokens (context_mask): an answer never starts or ends in "
+            "the question, [CLS] or [SEP].",
+            functools.partial(_spans, use_mask=False, softmax_over="all"),
+        ),
+        Mistake(
+            "take each softmax over the context tokens only (mask the others out first), so the "
+            "question's logits do not change the score.",
+            functools.partial(_spans, softmax_over="all"),
+        ),
+        Mistake(
+            "the score is a probability, p_start(start) * p_end(end), not the sum of the logits "
+            "(the argmax is the same, the score is not).",
+            functools.partial(_spans, score="logits"),
+        ),
+    ]
+    return _run_cases(
+        "check_best_span",
+        fn,
+        cases,
+        _span_problem,
+        mistakes,
+        "print your candidate spans and their scores for a small window and check each rule.",
+    )
