@@ -49,7 +49,6 @@ from .ch06_masked_lm import check_mask_tokens
 from .ch07_next_sentence import check_nsp_pairs
 from .ch08_pretraining_run import check_parameter_groups, check_warmup_schedule
 from .ch09_classification import check_classification_head, check_macro_f1
-from .ch10_sentence_pairs import _segment_ids as _segment_ids  # not public; tests import it
 from .ch10_sentence_pairs import check_pair_encoding, check_segment_ids
 from .ch11_ner_and_qa import check_align_labels, check_best_span
 

@@ -7,6 +7,8 @@ import torch
 from planted import PlantedBugs
 
 from bertcourse.exercises import check_pair_encoding, check_segment_ids
+from bertcourse.exercises.ch10_sentence_pairs import _segment_ids
+from bertcourse.tokenization import BertTokenizer
 
 
 def pair_encoding(ids_a, ids_b, max_length, cls_id, sep_id):
@@ -156,9 +158,6 @@ def test_check_segment_ids_passes_correct_solutions(solution, capsys):
 
 def test_segment_ids_match_the_tokenizers():
     """The checker's reference equals the package tokenizer's segment ids on padded real pairs."""
-    from bertcourse.exercises import _segment_ids
-    from bertcourse.tokenization import BertTokenizer
-
     tokenizer = BertTokenizer.from_pretrained("minilm")
     encoded = tokenizer(
         ["A short one.", "Two sentences here"],
