@@ -175,6 +175,7 @@ class MultiHeadSelfAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
         packing: Packing | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:

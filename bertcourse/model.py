@@ -5,7 +5,11 @@ The module tree and parameter names are those of `transformers`' BERT
 so a state dict loads with `strict=True` in both directions. Numerics match
 too: post-LN residual blocks, exact (erf) GELU, the additive padding mask
 built once per forward with `torch.finfo(dtype).min`, and the same
-initialisation.
+initialisation. So do the calls: every forward takes its tensors in the
+order of `transformers` (input_ids, attention_mask, token_type_ids, then the
+labels), and its options (output_attentions, ...) by keyword only, so that a
+positional call copied from the `transformers` documentation means the same
+here.
 """
 
 from __future__ import annotations
@@ -96,9 +100,16 @@ class BertAttention(nn.Module):
         self.self = MultiHeadSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions=False, packing=None):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        output_attentions: bool = False,
+        packing: Packing | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         context, attention_probs = self.self(
-            hidden_states, attention_mask, output_attentions, packing
+            hidden_states, attention_mask, output_attentions=output_attentions, packing=packing
         )
         return self.output(context, hidden_states), attention_probs
 
@@ -137,9 +148,16 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions=False, packing=None):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        output_attentions: bool = False,
+        packing: Packing | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attention_output, attention_probs = self.attention(
-            hidden_states, attention_mask, output_attentions, packing
+            hidden_states, attention_mask, output_attentions=output_attentions, packing=packing
         )
         layer_output = self.output(self.intermediate(attention_output), attention_output)
         return layer_output, attention_probs
@@ -152,11 +170,18 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions=False, packing=None):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        output_attentions: bool = False,
+        packing: Packing | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         all_attentions = []
         for layer in self.layer:
             hidden_states, attention_probs = layer(
-                hidden_states, attention_mask, output_attentions, packing
+                hidden_states, attention_mask, output_attentions=output_attentions, packing=packing
             )
             all_attentions.append(attention_probs)
         return hidden_states, tuple(all_attentions) if output_attentions else None
@@ -258,13 +283,16 @@ class BertModel(BertPreTrainedModel):
     def forward(
         self,
         input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
         skip_padding: bool = False,
     ) -> BertModelOutput:
-        """input_ids (B, T); token_type_ids (B, T) segment ids, default 0;
-        attention_mask (B, T) with 1 for real tokens and 0 for padding, default all 1.
+        """input_ids (B, T); attention_mask (B, T) with 1 for real tokens and 0 for
+        padding, default all 1; token_type_ids (B, T) segment ids, default 0. The
+        order of `transformers`' BertModel, so `model(ids, mask, types)` means the same
+        in both; the options after them are keyword-only.
 
         skip_padding: run the encoder's dense layers on the real tokens only
         (see `Packing`); real tokens get the same vectors, padding positions
@@ -285,7 +313,7 @@ class BertModel(BertPreTrainedModel):
             packing = Packing(attention_mask)
             hidden_states = packing.pack(hidden_states)  # (N, H)
         hidden_states, attentions = self.encoder(
-            hidden_states, extended_mask, output_attentions, packing
+            hidden_states, extended_mask, output_attentions=output_attentions, packing=packing
         )
         if packing is not None:
             hidden_states = packing.unpack(hidden_states)  # (B, T, H)
@@ -480,9 +508,10 @@ class BertForMaskedLM(_TiedMLMMixin, BertPreTrainedModel):
     def forward(
         self,
         input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
         masked_only: bool = False,
     ) -> MaskedLMOutput:
@@ -491,7 +520,13 @@ class BertForMaskedLM(_TiedMLMMixin, BertPreTrainedModel):
         With masked_only the encoder also skips padding (see BertModel's skip_padding).
         """
         skip = masked_only and padding_is_ignored(attention_mask, output_attentions, labels)
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions, skip)
+        out = self.bert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_attentions=output_attentions,
+            skip_padding=skip,
+        )
         logits, loss = masked_lm_logits_and_loss(
             self.cls.predictions, out.last_hidden_state, labels, masked_only
         )
@@ -518,10 +553,11 @@ class BertForPreTraining(_TiedMLMMixin, BertPreTrainedModel):
     def forward(
         self,
         input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         next_sentence_label: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
         masked_only: bool = False,
     ) -> PreTrainingOutput:
@@ -533,7 +569,13 @@ class BertForPreTraining(_TiedMLMMixin, BertPreTrainedModel):
         skip = masked_only and padding_is_ignored(
             attention_mask, output_attentions, labels, reads_cls=True
         )
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions, skip)
+        out = self.bert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_attentions=output_attentions,
+            skip_padding=skip,
+        )
         prediction_logits, mlm_loss = masked_lm_logits_and_loss(
             self.cls.predictions, out.last_hidden_state, labels, masked_only
         )
@@ -614,14 +656,21 @@ class BertForSequenceClassification(_LabelledClassifier):
     def forward(
         self,
         input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
     ) -> SequenceClassifierOutput:
         """Only [CLS] is classified, so the encoder skips padding (see BertModel's skip_padding)."""
         skip = padding_is_ignored(attention_mask, output_attentions, reads_cls=True)
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions, skip)
+        out = self.bert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_attentions=output_attentions,
+            skip_padding=skip,
+        )
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:
@@ -641,9 +690,10 @@ class BertForTokenClassification(_LabelledClassifier):
     def forward(
         self,
         input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
     ) -> TokenClassifierOutput:
         """In training, with -100 labels at padding, the encoder skips padding (see
@@ -653,7 +703,13 @@ class BertForTokenClassification(_LabelledClassifier):
             and labels is not None
             and padding_is_ignored(attention_mask, output_attentions, labels)
         )
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions, skip)
+        out = self.bert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_attentions=output_attentions,
+            skip_padding=skip,
+        )
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
         loss = None
         if labels is not None:
@@ -679,10 +735,11 @@ class BertForQuestionAnswering(BertPreTrainedModel):
     def forward(
         self,
         input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         start_positions: torch.Tensor | None = None,
         end_positions: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
     ) -> QuestionAnsweringOutput:
         """start_positions/end_positions (B,): token indices of the answer span.
@@ -691,7 +748,9 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         to an ignored index, as in transformers; the loss averages the start
         and end cross-entropies.
         """
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
+        out = self.bert(
+            input_ids, attention_mask, token_type_ids, output_attentions=output_attentions
+        )
         start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(dim=-1)  # (B, T)
         loss = None
         if start_positions is not None and end_positions is not None:

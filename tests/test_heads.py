@@ -56,7 +56,7 @@ def test_masked_lm_parity(implementation):
     input_ids, token_type_ids, attention_mask = random_batch(97, 3)
     labels = mlm_labels(input_ids, attention_mask)
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, labels=labels)
+        got = ours(input_ids, attention_mask, token_type_ids, labels=labels)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -73,7 +73,7 @@ def test_pretraining_parity(implementation):
     labels = mlm_labels(input_ids, attention_mask)
     next_sentence_label = torch.tensor([0, 1, 1, 0])
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, labels, next_sentence_label)
+        got = ours(input_ids, attention_mask, token_type_ids, labels, next_sentence_label)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -94,11 +94,11 @@ def test_sparse_prediction_gives_the_same_loss_and_gradients():
     input_ids, token_type_ids, attention_mask = random_batch(97, 3)
     labels = mlm_labels(input_ids, attention_mask)
     nsp = torch.tensor([0, 1, 0, 1])
-    dense = model(input_ids, token_type_ids, attention_mask, labels, nsp)
+    dense = model(input_ids, attention_mask, token_type_ids, labels, nsp)
     dense.loss.backward()
     dense_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    sparse = model(input_ids, token_type_ids, attention_mask, labels, nsp, masked_only=True)
+    sparse = model(input_ids, attention_mask, token_type_ids, labels, nsp, masked_only=True)
     sparse.loss.backward()
     assert sparse.prediction_logits.shape == (int((labels != -100).sum()), 97)
     assert close(sparse.loss, dense.loss)
@@ -133,7 +133,7 @@ def test_sequence_classification_parity(num_labels):
     input_ids, token_type_ids, attention_mask = random_batch(97, 3)
     labels = torch.tensor([0.3, -1.2, 2.0, 0.0]) if num_labels == 1 else torch.tensor([0, 2, 1, 2])
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, labels=labels)
+        got = ours(input_ids, attention_mask, token_type_ids, labels=labels)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -150,7 +150,7 @@ def test_token_classification_parity_with_ignored_labels():
     labels = torch.randint(0, 5, input_ids.shape).masked_fill(attention_mask == 0, -100)
     labels[:, 0] = -100
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, labels=labels)
+        got = ours(input_ids, attention_mask, token_type_ids, labels=labels)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -166,7 +166,7 @@ def test_question_answering_parity_with_out_of_range_positions():
     start = torch.tensor([1, 3, 0, 40])  # 40 > length: truncated away, ignored
     end = torch.tensor([2, 5, 0, 41])
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, start, end)
+        got = ours(input_ids, attention_mask, token_type_ids, start, end)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -197,7 +197,7 @@ def test_state_dict_keys_in_the_same_order_and_to_hf(our_class, hf_class_name):
     assert type(back).__name__ == hf_class_name
     input_ids, token_type_ids, attention_mask = random_batch(97, 3)
     with torch.no_grad():
-        a = ours(input_ids, token_type_ids, attention_mask)
+        a = ours(input_ids, attention_mask, token_type_ids)
         b = back(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
     first = lambda out: next(v for v in vars(out).values() if isinstance(v, torch.Tensor))  # noqa: E731
     assert close(first(a), b[0] if not hasattr(b, "logits") else b.logits)
@@ -212,7 +212,7 @@ def test_heads_start_fresh_on_the_minilm_encoder():
     reference = transformers.AutoModel.from_pretrained(minilm_path()).eval()
     input_ids, token_type_ids, attention_mask = random_batch(30522, 2)
     with torch.no_grad():
-        ours = classifier.bert(input_ids, token_type_ids, attention_mask).last_hidden_state
+        ours = classifier.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         expected = reference(
             input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
         ).last_hidden_state
@@ -291,7 +291,7 @@ def test_skipping_padding_trains_like_transformers(head, monkeypatch):
             "labels": mlm_labels(input_ids, attention_mask),
             "next_sentence_label": torch.tensor([0, 1, 0, 1]),
         }
-    got = ours(input_ids, token_type_ids, attention_mask, **labels, **extra)
+    got = ours(input_ids, attention_mask, token_type_ids, **labels, **extra)
     expected = reference(
         input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask, **labels
     )
@@ -323,5 +323,5 @@ def test_padding_is_skipped_only_when_nothing_reads_it():
     ours, _ = twin(BertForQuestionAnswering, "BertForQuestionAnswering")
     input_ids, token_type_ids, _ = random_batch(97, 3)
     with torch.no_grad():
-        out = ours.train()(input_ids, token_type_ids, attention_mask)
+        out = ours.train()(input_ids, attention_mask, token_type_ids)
     assert (out.start_logits[attention_mask == 0] != 0).all()

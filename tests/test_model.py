@@ -47,7 +47,7 @@ def test_parity_with_transformers(name, implementation):
         config.vocab_size, config.type_vocab_size, batch=4, length=17
     )
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask)
+        got = ours(input_ids, attention_mask, token_type_ids)
         expected = reference(
             input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
         )
@@ -64,7 +64,7 @@ def test_attention_probabilities_match(name):
         config.vocab_size, config.type_vocab_size
     )
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, output_attentions=True)
+        got = ours(input_ids, attention_mask, token_type_ids, output_attentions=True)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -89,7 +89,7 @@ def test_train_mode_without_dropout_matches_and_gradients_match(implementation):
     input_ids, token_type_ids, attention_mask = random_batch(
         config.vocab_size, config.type_vocab_size
     )
-    got = ours(input_ids, token_type_ids, attention_mask)
+    got = ours(input_ids, attention_mask, token_type_ids)
     expected = reference(
         input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
     )
@@ -114,12 +114,12 @@ def test_dropout_is_active_in_train_mode_only():
     model = BertModel(CONFIGS["tiny"].replace(hidden_dropout_prob=0.3))
     input_ids, token_type_ids, attention_mask = random_batch(300)
     model.train()
-    a = model(input_ids, token_type_ids, attention_mask).last_hidden_state
-    b = model(input_ids, token_type_ids, attention_mask).last_hidden_state
+    a = model(input_ids, attention_mask, token_type_ids).last_hidden_state
+    b = model(input_ids, attention_mask, token_type_ids).last_hidden_state
     assert max_diff(a, b) > 1e-3
     model.eval()
-    c = model(input_ids, token_type_ids, attention_mask).last_hidden_state
-    d = model(input_ids, token_type_ids, attention_mask).last_hidden_state
+    c = model(input_ids, attention_mask, token_type_ids).last_hidden_state
+    d = model(input_ids, attention_mask, token_type_ids).last_hidden_state
     assert max_diff(c, d) == 0
 
 
@@ -128,14 +128,16 @@ def test_padding_does_not_change_real_tokens(implementation):
     model = BertModel(CONFIGS["odd"].replace(attn_implementation=implementation)).eval()
     input_ids, token_type_ids, attention_mask = random_batch(211, 3, batch=3, length=12)
     with torch.no_grad():
-        padded = model(input_ids, token_type_ids, attention_mask).last_hidden_state
+        padded = model(input_ids, attention_mask, token_type_ids).last_hidden_state
         changed = input_ids.masked_fill(attention_mask == 0, 57)  # other tokens at padding
         changed_types = token_type_ids.masked_fill(attention_mask == 0, 2)
-        again = model(changed, changed_types, attention_mask).last_hidden_state
+        again = model(changed, attention_mask, changed_types).last_hidden_state
         # and each sequence alone, unpadded, gives the same vectors
         for row in range(3):
             n = int(attention_mask[row].sum())
-            alone = model(input_ids[row : row + 1, :n], token_type_ids[row : row + 1, :n])
+            alone = model(
+                input_ids[row : row + 1, :n], token_type_ids=token_type_ids[row : row + 1, :n]
+            )
             assert max_diff(alone.last_hidden_state[0], padded[row, :n]) < 1e-5
     real = attention_mask.bool()
     assert max_diff(padded[real], again[real]) < 1e-5
@@ -179,7 +181,7 @@ def test_to_hf_round_trip_gives_same_outputs():
         config.vocab_size, config.type_vocab_size
     )
     with torch.no_grad():
-        a = ours(input_ids, token_type_ids, attention_mask).last_hidden_state
+        a = ours(input_ids, attention_mask, token_type_ids).last_hidden_state
         b = reference(
             input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
         ).last_hidden_state
@@ -212,12 +214,12 @@ def test_set_attn_implementation_switches_every_layer():
     model = BertModel(CONFIGS["odd"].replace(attn_implementation="sdpa")).eval()
     input_ids, token_type_ids, attention_mask = random_batch(211, 3)
     with torch.no_grad():
-        fused = model(input_ids, token_type_ids, attention_mask).last_hidden_state
+        fused = model(input_ids, attention_mask, token_type_ids).last_hidden_state
         model.set_attn_implementation("eager")
         assert all(
             layer.attention.self.attn_implementation == "eager" for layer in model.encoder.layer
         )
-        eager = model(input_ids, token_type_ids, attention_mask).last_hidden_state
+        eager = model(input_ids, attention_mask, token_type_ids).last_hidden_state
     assert model.config.attn_implementation == "eager"
     assert max_diff(fused, eager) < 1e-5
 
@@ -243,7 +245,7 @@ def test_skip_padding_gives_real_tokens_the_reference_vectors(implementation):
         config.vocab_size, config.type_vocab_size
     )
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, skip_padding=True)
+        got = ours(input_ids, attention_mask, token_type_ids, skip_padding=True)
         expected = reference(
             input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
         )
