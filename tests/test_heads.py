@@ -203,6 +203,41 @@ def test_state_dict_keys_in_the_same_order_and_to_hf(our_class, hf_class_name):
     assert close(first(a), b[0] if not hasattr(b, "logits") else b.logits)
 
 
+HEAD_TWINS = {
+    "masked-lm": (BertForMaskedLM, "BertForMaskedLM", ["logits"]),
+    "pretraining": (
+        BertForPreTraining,
+        "BertForPreTraining",
+        ["prediction_logits", "seq_relationship_logits"],
+    ),
+    "sequence": (BertForSequenceClassification, "BertForSequenceClassification", ["logits"]),
+    "token": (BertForTokenClassification, "BertForTokenClassification", ["logits"]),
+    "question-answering": (
+        BertForQuestionAnswering,
+        "BertForQuestionAnswering",
+        ["start_logits", "end_logits"],
+    ),
+}
+
+
+@pytest.mark.parametrize("head", list(HEAD_TWINS))
+def test_positional_arguments_in_the_order_of_transformers(head):
+    """head(input_ids, attention_mask, token_type_ids) means the same call in both libraries."""
+    our_class, hf_class_name, outputs = HEAD_TWINS[head]
+    ours, reference = twin(our_class, hf_class_name)
+    # segment ids of 0 and 1, so that swapping them with the mask would still run
+    input_ids, token_type_ids, attention_mask = random_batch(97, 2, seed=1)
+    assert (attention_mask == 0).any() and (token_type_ids[attention_mask == 1] == 1).any()
+    with torch.no_grad():
+        got = ours(input_ids, attention_mask, token_type_ids)
+        expected = reference(input_ids, attention_mask, token_type_ids)
+        swapped = ours(input_ids, token_type_ids, attention_mask)
+    for name in outputs:
+        assert close(getattr(got, name), getattr(expected, name)), name
+    # the test can tell: the mask and the segment ids swapped give other scores
+    assert not close(getattr(swapped, outputs[0]), getattr(expected, outputs[0]))
+
+
 def test_heads_start_fresh_on_the_minilm_encoder():
     classifier = BertForSequenceClassification.from_hf("minilm", num_labels=4)
     assert classifier.newly_initialized_keys == ["classifier.weight", "classifier.bias"]

@@ -55,6 +55,38 @@ def test_parity_with_transformers(name, implementation):
     assert max_diff(got.pooler_output, expected.pooler_output) < 1e-5
 
 
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_positional_arguments_in_the_order_of_transformers(implementation):
+    """model(input_ids, attention_mask, token_type_ids) means the same call in both libraries."""
+    config = CONFIGS["odd"].replace(attn_implementation=implementation)
+    reference = hf_bert_model(config, implementation).eval()
+    ours = BertModel.from_hf(reference)
+    # segment ids of 0 and 1, so that swapping them with the mask would still run
+    input_ids, token_type_ids, attention_mask = random_batch(config.vocab_size, 2, seed=1)
+    assert (attention_mask == 0).any() and (token_type_ids[attention_mask == 1] == 1).any()
+    with torch.no_grad():
+        got = ours(input_ids, attention_mask, token_type_ids)
+        expected = reference(input_ids, attention_mask, token_type_ids)
+        swapped = ours(input_ids, token_type_ids, attention_mask)
+    assert max_diff(got.last_hidden_state, expected.last_hidden_state) < 1e-5
+    assert max_diff(got.pooler_output, expected.pooler_output) < 1e-5
+    # the test can tell: the mask and the segment ids swapped give other vectors
+    assert max_diff(swapped.pooler_output, expected.pooler_output) > 1e-3
+
+
+def test_options_are_keyword_only():
+    model = BertModel(CONFIGS["one-head"]).eval()
+    input_ids, token_type_ids, attention_mask = random_batch(50)
+    with pytest.raises(TypeError):
+        model(input_ids, attention_mask, token_type_ids, True)
+    layer = model.encoder.layer[0]
+    hidden_states = torch.randn(4, 13, 16)
+    with pytest.raises(TypeError):
+        layer(hidden_states, None, True)
+    with pytest.raises(TypeError):
+        layer.attention.self(hidden_states, None, True)
+
+
 @pytest.mark.parametrize("name", ["tiny", "odd"])
 def test_attention_probabilities_match(name):
     config = CONFIGS[name].replace(attn_implementation="eager")
