@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Dropout, MultiHeadSelfAttention, Packing
+from .attention import MultiHeadSelfAttention
 from .config import BertConfig
+from .speedups import Dropout, Packing, padding_is_ignored
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -290,14 +291,14 @@ class BertModel(BertPreTrainedModel):
         skip_padding: bool = False,
     ) -> BertModelOutput:
         """input_ids (B, T); attention_mask (B, T) with 1 for real tokens and 0 for
-        padding, default all 1; token_type_ids (B, T) segment ids, default 0. The
-        order of `transformers`' BertModel, so `model(ids, mask, types)` means the same
-        in both; the options after them are keyword-only.
+        padding, default all 1; token_type_ids (B, T) segment ids, default 0: the
+        order of `transformers`' BertModel, so `model(ids, mask, segments)` means the
+        same call in both. The options are keyword-only.
 
-        skip_padding: run the encoder's dense layers on the real tokens only
-        (see `Packing`); real tokens get the same vectors, padding positions
-        of last_hidden_state come out as 0 instead of values no one uses. The
-        task heads turn it on when their loss and outputs ignore padding.
+        skip_padding: run the encoder's dense layers on the real tokens only (a
+        speed-up, see `bertcourse.speedups`); real tokens get the same vectors,
+        padding positions of last_hidden_state come out as 0 instead of values no
+        one uses. The task heads turn it on when their loss and outputs ignore padding.
         """
         if input_ids.dim() != 2:
             raise ValueError(
@@ -309,7 +310,7 @@ class BertModel(BertPreTrainedModel):
         hidden_states = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
         extended_mask = self.extended_attention_mask(attention_mask, hidden_states.dtype)
         packing = None
-        if skip_padding and extended_mask is not None:  # (a batch with padding)
+        if skip_padding and extended_mask is not None:  # a batch with padding to skip
             packing = Packing(attention_mask)
             hidden_states = packing.pack(hidden_states)  # (N, H)
         hidden_states, attentions = self.encoder(
@@ -427,26 +428,6 @@ class BertOnlyMLMHead(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.predictions = BertLMPredictionHead(config)
-
-
-def padding_is_ignored(
-    attention_mask: torch.Tensor | None,
-    output_attentions: bool,
-    labels: torch.Tensor | None = None,
-    reads_cls: bool = False,
-) -> bool:
-    """Whether a head's loss and outputs ignore padding, so the encoder may skip it.
-
-    True when no attention maps are asked for (they would show the skipped
-    rows), every padding position's label is -100, and, for a head that reads
-    [CLS] at position 0, that position is a real token in every row.
-    """
-    if attention_mask is None or output_attentions:
-        return False
-    padding = attention_mask == 0  # (B, T)
-    if reads_cls and bool(padding[:, 0].any()):
-        return False
-    return labels is None or not bool((labels[padding] != -100).any())
 
 
 def masked_lm_logits_and_loss(

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import transformers
-from conftest import random_batch
+from conftest import hf_twin, mlm_labels, random_batch
 
 from bertcourse import BertConfig, minilm_path
 from bertcourse.model import (
@@ -27,23 +27,7 @@ CONFIG = BertConfig(
 
 def twin(our_class, hf_class_name, implementation="eager", **kwargs):
     """A transformers model and our model with its weights."""
-    hf_config = CONFIG.to_hf()
-    for name, value in kwargs.items():
-        setattr(hf_config, name, value)
-    reference = (
-        getattr(transformers, hf_class_name)
-        ._from_config(hf_config, attn_implementation=implementation)
-        .eval()
-    )
-    ours = our_class.from_hf(reference, attn_implementation=implementation)
-    return ours, reference
-
-
-def mlm_labels(input_ids, attention_mask, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    chosen = (torch.rand(input_ids.shape, generator=generator) < 0.3) & attention_mask.bool()
-    chosen[0, 1] = True
-    return torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    return hf_twin(our_class, hf_class_name, CONFIG, implementation, **kwargs)
 
 
 def close(a, b):
@@ -276,87 +260,3 @@ def test_bad_label_arguments():
         BertForSequenceClassification(CONFIG, num_labels=0)
     with pytest.raises(ValueError, match="id2label has 2 names"):
         BertForTokenClassification(CONFIG, num_labels=3, id2label={0: "a", 1: "b"})
-
-
-# ----------------------------------------------------------------------------
-# Skipping padding: the heads whose loss ignores it train the same network
-# ----------------------------------------------------------------------------
-
-
-SKIPPING_HEADS = {
-    "sequence": (BertForSequenceClassification, "BertForSequenceClassification", {}),
-    "token": (BertForTokenClassification, "BertForTokenClassification", {}),
-    "pretraining": (BertForPreTraining, "BertForPreTraining", {"masked_only": True}),
-}
-
-
-@pytest.mark.parametrize("head", list(SKIPPING_HEADS))
-def test_skipping_padding_trains_like_transformers(head, monkeypatch):
-    import bertcourse.model
-
-    our_class, hf_class_name, extra = SKIPPING_HEADS[head]
-    # train mode with dropout off, so that both compute the same function
-    ours, reference = twin(
-        our_class,
-        hf_class_name,
-        num_labels=3,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    ours.train()
-    reference.train()
-    assert ours.config.hidden_dropout_prob == ours.config.attention_probs_dropout_prob == 0.0
-    packings = []
-
-    class Spy(bertcourse.model.Packing):
-        def __init__(self, attention_mask):
-            super().__init__(attention_mask)
-            packings.append(self)
-
-    monkeypatch.setattr(bertcourse.model, "Packing", Spy)
-    input_ids, token_type_ids, attention_mask = random_batch(97, 3)
-    if head == "sequence":
-        labels = {"labels": torch.tensor([0, 2, 1, 2])}
-    elif head == "token":
-        labels = {
-            "labels": torch.randint(0, 3, input_ids.shape).masked_fill(attention_mask == 0, -100)
-        }
-    else:
-        labels = {
-            "labels": mlm_labels(input_ids, attention_mask),
-            "next_sentence_label": torch.tensor([0, 1, 0, 1]),
-        }
-    got = ours(input_ids, attention_mask, token_type_ids, **labels, **extra)
-    expected = reference(
-        input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask, **labels
-    )
-    assert len(packings) == 1  # the padding was skipped
-    assert close(got.loss, expected.loss)
-    got.loss.backward()
-    expected.loss.backward()
-    reference_parameters = dict(reference.named_parameters())
-    for name, parameter in ours.named_parameters():
-        if name.startswith("cls.predictions.decoder"):
-            continue  # tied: the reference lists the shared tensor under this name too
-        assert (parameter.grad - reference_parameters[name].grad).abs().max() < 1e-5, name
-
-
-def test_padding_is_skipped_only_when_nothing_reads_it():
-    from bertcourse.model import padding_is_ignored
-
-    _, _, attention_mask = random_batch(97, 3)
-    labels = torch.randint(0, 3, attention_mask.shape).masked_fill(attention_mask == 0, -100)
-    assert padding_is_ignored(attention_mask, False, labels, reads_cls=True)
-    assert not padding_is_ignored(None, False)  # no mask: nothing to skip
-    assert not padding_is_ignored(attention_mask, True)  # attention maps show every row
-    labelled_padding = torch.randint(0, 3, attention_mask.shape)
-    assert not padding_is_ignored(attention_mask, False, labelled_padding)
-    left_padded = attention_mask.flip(1)  # [CLS] of the short rows at a padding position
-    assert not padding_is_ignored(left_padded, False, reads_cls=True)
-    assert padding_is_ignored(left_padded, False)
-    # question answering never skips: its softmax runs over every position, padding included
-    ours, _ = twin(BertForQuestionAnswering, "BertForQuestionAnswering")
-    input_ids, token_type_ids, _ = random_batch(97, 3)
-    with torch.no_grad():
-        out = ours.train()(input_ids, attention_mask, token_type_ids)
-    assert (out.start_logits[attention_mask == 0] != 0).all()
