@@ -9,89 +9,20 @@ Two paths compute the same thing:
 
 Tests prove the two agree with each other and with `transformers`.
 
-Two helpers make a training step on a CPU cheaper without changing what it
-computes: `dropout`, which draws its random mask faster than torch's CPU
-kernel, and `Packing`, which lets the dense layers skip padding tokens.
+Training on a CPU borrows two tools from `bertcourse.speedups`, which change
+how fast it runs, not what it computes: `dropout`, a cheaper way to draw
+dropout's random mask, and `Packing`, which lets the dense layers skip the
+padding tokens.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import BertConfig
-
-
-def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.Tensor:
-    """Dropout's random mask: 1 / (1 - p) with probability 1 - p, else 0.
-
-    torch's CPU dropout draws one random float per element through its
-    Bernoulli sampler, which costs more than the layer it regularises. Here
-    each 64-bit draw of the generator is split into two 32-bit integers, and
-    an element is kept when its integer falls below (1 - p) * 2**32 (shifted to
-    the signed range): the same distribution, to 2**-32, at a third of the cost.
-    Seeded by torch's default generator like every other random op.
-    """
-    numel = math.prod(shape)
-    draws = torch.empty((numel + 1) // 2, dtype=torch.int64).random_(-(2**63), None)
-    bits = draws.view(torch.int32)[:numel].view(shape)
-    threshold = round((1.0 - p) * 2**32) - 2**31
-    scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
-    return torch.where(bits < threshold, scale, torch.zeros((), dtype=dtype))
-
-
-def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """`F.dropout`, with the faster mask of `keep_mask` on a CPU.
-
-    Zeroes each element with probability p and scales the rest by 1 / (1 - p),
-    so the expected value is unchanged; the identity when not training. On
-    other devices torch's fused kernel is already fast and is used as is, and
-    so it is for half-precision tensors.
-    """
-    if not training or p == 0.0:
-        return x
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}.")
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        # 1 / (1 - p) in bfloat16 or float16 would be off by up to 0.2%: torch scales in float32
-        return F.dropout(x, p, training=True)
-    return x * keep_mask(x.shape, p, x.dtype)
-
-
-class Dropout(nn.Dropout):
-    """`nn.Dropout` (same name, no parameters) computed with `dropout` above."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
-
-
-class Packing:
-    """The real tokens of a padded batch, gathered into one (N, ...) tensor and back.
-
-    In a padded batch every dense layer (the Q/K/V and output projections,
-    the feed-forward block, LayerNorm, dropout) costs as much at a padding
-    position as at a real token, and the result is thrown away. Only
-    attention needs the (B, T) layout, to keep the sentences apart; so with a
-    Packing the encoder runs its dense layers on the N real tokens and lays
-    them out as (B, T) just around attention. Real tokens get the same values
-    either way, since padding keys are masked; padding positions come out as 0.
-    """
-
-    def __init__(self, attention_mask: torch.Tensor):
-        self.batch, self.length = attention_mask.shape
-        self.index = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,) in the flat batch
-
-    def pack(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, ...) -> (N, ...): the real tokens, sentence after sentence."""
-        return x.reshape(self.batch * self.length, *x.shape[2:]).index_select(0, self.index)
-
-    def unpack(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, ...) -> (B, T, ...), zeros at padding."""
-        full = x.new_zeros(self.batch * self.length, *x.shape[1:])
-        return full.index_copy(0, self.index, x).view(self.batch, self.length, *x.shape[1:])
+from .speedups import Packing, dropout
 
 
 def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -140,7 +71,7 @@ def scaled_dot_product_attention(
         scores = scores + attention_mask
     attention_probs = scores.softmax(dim=-1)
     if dropout_p > 0.0:
-        attention_probs = dropout(attention_probs, dropout_p)
+        attention_probs = dropout(attention_probs, dropout_p)  # F.dropout, cheaper on a CPU
     return attention_probs @ value, attention_probs
 
 
@@ -175,18 +106,20 @@ class MultiHeadSelfAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
         packing: Packing | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden_states (B, T, H), or (N, H) real tokens with `packing`; attention_mask
-        additive or bool, broadcastable to (B, nh, T, T).
+        """hidden_states (B, T, H), or (N, H) real tokens with `packing` (see
+        `bertcourse.speedups`); attention_mask additive or bool, broadcastable to
+        (B, nh, T, T).
 
         Returns the merged context, shaped like hidden_states, and, if asked
         for, the attention probabilities (B, nh, T, T). Asking for them runs
         the eager path even when the config says `sdpa`, since the fused kernel
         never materialises them. So does training on a CPU: there torch's
         kernel falls back to plain matrix products with its slow dropout, and
-        the eager path with `dropout` is the faster of the two.
+        the eager path with `speedups.dropout` is the faster of the two.
         """
         query, key, value = (
             self.query(hidden_states),
@@ -200,7 +133,7 @@ class MultiHeadSelfAttention(nn.Module):
         value = self.split_heads(value)  # (B, nh, T, hs)
         dropout_p = self.dropout_prob if self.training else 0.0
         fused = self.attn_implementation == "sdpa" and not output_attentions
-        if dropout_p > 0.0 and query.device.type == "cpu":
+        if dropout_p > 0.0 and query.device.type == "cpu":  # eager: cheaper dropout on a CPU
             fused = False
 
         if fused:

@@ -5,7 +5,11 @@ The module tree and parameter names are those of `transformers`' BERT
 so a state dict loads with `strict=True` in both directions. Numerics match
 too: post-LN residual blocks, exact (erf) GELU, the additive padding mask
 built once per forward with `torch.finfo(dtype).min`, and the same
-initialisation.
+initialisation. So do the calls: every forward takes its tensors in the
+order of `transformers` (input_ids, attention_mask, token_type_ids, then the
+labels), and its options (output_attentions, ...) by keyword only, so that a
+positional call copied from the `transformers` documentation means the same
+here.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Dropout, MultiHeadSelfAttention, Packing
+from .attention import MultiHeadSelfAttention
 from .config import BertConfig
+from .speedups import Dropout, Packing, padding_is_ignored
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -96,9 +101,16 @@ class BertAttention(nn.Module):
         self.self = MultiHeadSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions=False, packing=None):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        output_attentions: bool = False,
+        packing: Packing | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         context, attention_probs = self.self(
-            hidden_states, attention_mask, output_attentions, packing
+            hidden_states, attention_mask, output_attentions=output_attentions, packing=packing
         )
         return self.output(context, hidden_states), attention_probs
 
@@ -137,9 +149,16 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions=False, packing=None):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        output_attentions: bool = False,
+        packing: Packing | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attention_output, attention_probs = self.attention(
-            hidden_states, attention_mask, output_attentions, packing
+            hidden_states, attention_mask, output_attentions=output_attentions, packing=packing
         )
         layer_output = self.output(self.intermediate(attention_output), attention_output)
         return layer_output, attention_probs
@@ -152,11 +171,18 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions=False, packing=None):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        output_attentions: bool = False,
+        packing: Packing | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         all_attentions = []
         for layer in self.layer:
             hidden_states, attention_probs = layer(
-                hidden_states, attention_mask, output_attentions, packing
+                hidden_states, attention_mask, output_attentions=output_attentions, packing=packing
             )
             all_attentions.append(attention_probs)
         return hidden_states, tuple(all_attentions) if output_attentions else None
@@ -258,18 +284,21 @@ class BertModel(BertPreTrainedModel):
     def forward(
         self,
         input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
         skip_padding: bool = False,
     ) -> BertModelOutput:
-        """input_ids (B, T); token_type_ids (B, T) segment ids, default 0;
-        attention_mask (B, T) with 1 for real tokens and 0 for padding, default all 1.
+        """input_ids (B, T); attention_mask (B, T) with 1 for real tokens and 0 for
+        padding, default all 1; token_type_ids (B, T) segment ids, default 0: the
+        order of `transformers`' BertModel, so `model(ids, mask, segments)` means the
+        same call in both. The options are keyword-only.
 
-        skip_padding: run the encoder's dense layers on the real tokens only
-        (see `Packing`); real tokens get the same vectors, padding positions
-        of last_hidden_state come out as 0 instead of values no one uses. The
-        task heads turn it on when their loss and outputs ignore padding.
+        skip_padding: run the encoder's dense layers on the real tokens only (a
+        speed-up, see `bertcourse.speedups`); real tokens get the same vectors,
+        padding positions of last_hidden_state come out as 0 instead of values no
+        one uses. The task heads turn it on when their loss and outputs ignore padding.
         """
         if input_ids.dim() != 2:
             raise ValueError(
@@ -281,11 +310,11 @@ class BertModel(BertPreTrainedModel):
         hidden_states = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
         extended_mask = self.extended_attention_mask(attention_mask, hidden_states.dtype)
         packing = None
-        if skip_padding and extended_mask is not None:  # (a batch with padding)
+        if skip_padding and extended_mask is not None:  # a batch with padding to skip
             packing = Packing(attention_mask)
             hidden_states = packing.pack(hidden_states)  # (N, H)
         hidden_states, attentions = self.encoder(
-            hidden_states, extended_mask, output_attentions, packing
+            hidden_states, extended_mask, output_attentions=output_attentions, packing=packing
         )
         if packing is not None:
             hidden_states = packing.unpack(hidden_states)  # (B, T, H)
@@ -401,26 +430,6 @@ class BertOnlyMLMHead(nn.Module):
         self.predictions = BertLMPredictionHead(config)
 
 
-def padding_is_ignored(
-    attention_mask: torch.Tensor | None,
-    output_attentions: bool,
-    labels: torch.Tensor | None = None,
-    reads_cls: bool = False,
-) -> bool:
-    """Whether a head's loss and outputs ignore padding, so the encoder may skip it.
-
-    True when no attention maps are asked for (they would show the skipped
-    rows), every padding position's label is -100, and, for a head that reads
-    [CLS] at position 0, that position is a real token in every row.
-    """
-    if attention_mask is None or output_attentions:
-        return False
-    padding = attention_mask == 0  # (B, T)
-    if reads_cls and bool(padding[:, 0].any()):
-        return False
-    return labels is None or not bool((labels[padding] != -100).any())
-
-
 def masked_lm_logits_and_loss(
     head: BertLMPredictionHead,
     hidden_states: torch.Tensor,
@@ -480,9 +489,10 @@ class BertForMaskedLM(_TiedMLMMixin, BertPreTrainedModel):
     def forward(
         self,
         input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
         masked_only: bool = False,
     ) -> MaskedLMOutput:
@@ -491,7 +501,13 @@ class BertForMaskedLM(_TiedMLMMixin, BertPreTrainedModel):
         With masked_only the encoder also skips padding (see BertModel's skip_padding).
         """
         skip = masked_only and padding_is_ignored(attention_mask, output_attentions, labels)
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions, skip)
+        out = self.bert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_attentions=output_attentions,
+            skip_padding=skip,
+        )
         logits, loss = masked_lm_logits_and_loss(
             self.cls.predictions, out.last_hidden_state, labels, masked_only
         )
@@ -518,10 +534,11 @@ class BertForPreTraining(_TiedMLMMixin, BertPreTrainedModel):
     def forward(
         self,
         input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         next_sentence_label: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
         masked_only: bool = False,
     ) -> PreTrainingOutput:
@@ -533,7 +550,13 @@ class BertForPreTraining(_TiedMLMMixin, BertPreTrainedModel):
         skip = masked_only and padding_is_ignored(
             attention_mask, output_attentions, labels, reads_cls=True
         )
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions, skip)
+        out = self.bert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_attentions=output_attentions,
+            skip_padding=skip,
+        )
         prediction_logits, mlm_loss = masked_lm_logits_and_loss(
             self.cls.predictions, out.last_hidden_state, labels, masked_only
         )
@@ -614,14 +637,21 @@ class BertForSequenceClassification(_LabelledClassifier):
     def forward(
         self,
         input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
     ) -> SequenceClassifierOutput:
         """Only [CLS] is classified, so the encoder skips padding (see BertModel's skip_padding)."""
         skip = padding_is_ignored(attention_mask, output_attentions, reads_cls=True)
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions, skip)
+        out = self.bert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_attentions=output_attentions,
+            skip_padding=skip,
+        )
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:
@@ -641,9 +671,10 @@ class BertForTokenClassification(_LabelledClassifier):
     def forward(
         self,
         input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
     ) -> TokenClassifierOutput:
         """In training, with -100 labels at padding, the encoder skips padding (see
@@ -653,7 +684,13 @@ class BertForTokenClassification(_LabelledClassifier):
             and labels is not None
             and padding_is_ignored(attention_mask, output_attentions, labels)
         )
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions, skip)
+        out = self.bert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_attentions=output_attentions,
+            skip_padding=skip,
+        )
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
         loss = None
         if labels is not None:
@@ -679,10 +716,11 @@ class BertForQuestionAnswering(BertPreTrainedModel):
     def forward(
         self,
         input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         start_positions: torch.Tensor | None = None,
         end_positions: torch.Tensor | None = None,
+        *,
         output_attentions: bool = False,
     ) -> QuestionAnsweringOutput:
         """start_positions/end_positions (B,): token indices of the answer span.
@@ -691,7 +729,9 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         to an ignored index, as in transformers; the loss averages the start
         and end cross-entropies.
         """
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_attentions)
+        out = self.bert(
+            input_ids, attention_mask, token_type_ids, output_attentions=output_attentions
+        )
         start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(dim=-1)  # (B, T)
         loss = None
         if start_positions is not None and end_positions is not None:

@@ -30,6 +30,30 @@ def hf_bert_model(config, implementation: str):
     return transformers.BertModel._from_config(config.to_hf(), attn_implementation=implementation)
 
 
+def hf_twin(our_class, hf_class_name, config, implementation="eager", **hf_config_overrides):
+    """A transformers model of the named class (eval mode) and our model with its weights."""
+    import transformers
+
+    hf_config = config.to_hf()
+    for name, value in hf_config_overrides.items():
+        setattr(hf_config, name, value)
+    reference = (
+        getattr(transformers, hf_class_name)
+        ._from_config(hf_config, attn_implementation=implementation)
+        .eval()
+    )
+    ours = our_class.from_hf(reference, attn_implementation=implementation)
+    return ours, reference
+
+
+def mlm_labels(input_ids, attention_mask, seed=0):
+    """MLM labels: the token id at about 30% of the real positions (always (0, 1)), -100 elsewhere."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = (torch.rand(input_ids.shape, generator=generator) < 0.3) & attention_mask.bool()
+    chosen[0, 1] = True
+    return torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -516,7 +516,7 @@ def test_token_classification_pipeline_equals_our_model(tmp_path, tokenizer):
     encoded = tokenizer(sentence, return_offsets_mapping=True, return_tensors="pt")
     with torch.no_grad():
         logits = ours(
-            encoded["input_ids"], encoded["token_type_ids"], encoded["attention_mask"]
+            encoded["input_ids"], encoded["attention_mask"], encoded["token_type_ids"]
         ).logits[0]
     probs = logits.softmax(-1)
     expected = [

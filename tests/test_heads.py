@@ -3,7 +3,7 @@
 import pytest
 import torch
 import transformers
-from conftest import random_batch
+from conftest import hf_twin, mlm_labels, random_batch
 
 from bertcourse import BertConfig, minilm_path
 from bertcourse.model import (
@@ -27,23 +27,7 @@ CONFIG = BertConfig(
 
 def twin(our_class, hf_class_name, implementation="eager", **kwargs):
     """A transformers model and our model with its weights."""
-    hf_config = CONFIG.to_hf()
-    for name, value in kwargs.items():
-        setattr(hf_config, name, value)
-    reference = (
-        getattr(transformers, hf_class_name)
-        ._from_config(hf_config, attn_implementation=implementation)
-        .eval()
-    )
-    ours = our_class.from_hf(reference, attn_implementation=implementation)
-    return ours, reference
-
-
-def mlm_labels(input_ids, attention_mask, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    chosen = (torch.rand(input_ids.shape, generator=generator) < 0.3) & attention_mask.bool()
-    chosen[0, 1] = True
-    return torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    return hf_twin(our_class, hf_class_name, CONFIG, implementation, **kwargs)
 
 
 def close(a, b):
@@ -56,7 +40,7 @@ def test_masked_lm_parity(implementation):
     input_ids, token_type_ids, attention_mask = random_batch(97, 3)
     labels = mlm_labels(input_ids, attention_mask)
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, labels=labels)
+        got = ours(input_ids, attention_mask, token_type_ids, labels=labels)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -73,7 +57,7 @@ def test_pretraining_parity(implementation):
     labels = mlm_labels(input_ids, attention_mask)
     next_sentence_label = torch.tensor([0, 1, 1, 0])
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, labels, next_sentence_label)
+        got = ours(input_ids, attention_mask, token_type_ids, labels, next_sentence_label)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -94,11 +78,11 @@ def test_sparse_prediction_gives_the_same_loss_and_gradients():
     input_ids, token_type_ids, attention_mask = random_batch(97, 3)
     labels = mlm_labels(input_ids, attention_mask)
     nsp = torch.tensor([0, 1, 0, 1])
-    dense = model(input_ids, token_type_ids, attention_mask, labels, nsp)
+    dense = model(input_ids, attention_mask, token_type_ids, labels, nsp)
     dense.loss.backward()
     dense_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    sparse = model(input_ids, token_type_ids, attention_mask, labels, nsp, masked_only=True)
+    sparse = model(input_ids, attention_mask, token_type_ids, labels, nsp, masked_only=True)
     sparse.loss.backward()
     assert sparse.prediction_logits.shape == (int((labels != -100).sum()), 97)
     assert close(sparse.loss, dense.loss)
@@ -133,7 +117,7 @@ def test_sequence_classification_parity(num_labels):
     input_ids, token_type_ids, attention_mask = random_batch(97, 3)
     labels = torch.tensor([0.3, -1.2, 2.0, 0.0]) if num_labels == 1 else torch.tensor([0, 2, 1, 2])
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, labels=labels)
+        got = ours(input_ids, attention_mask, token_type_ids, labels=labels)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -150,7 +134,7 @@ def test_token_classification_parity_with_ignored_labels():
     labels = torch.randint(0, 5, input_ids.shape).masked_fill(attention_mask == 0, -100)
     labels[:, 0] = -100
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, labels=labels)
+        got = ours(input_ids, attention_mask, token_type_ids, labels=labels)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -166,7 +150,7 @@ def test_question_answering_parity_with_out_of_range_positions():
     start = torch.tensor([1, 3, 0, 40])  # 40 > length: truncated away, ignored
     end = torch.tensor([2, 5, 0, 41])
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, start, end)
+        got = ours(input_ids, attention_mask, token_type_ids, start, end)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -197,10 +181,45 @@ def test_state_dict_keys_in_the_same_order_and_to_hf(our_class, hf_class_name):
     assert type(back).__name__ == hf_class_name
     input_ids, token_type_ids, attention_mask = random_batch(97, 3)
     with torch.no_grad():
-        a = ours(input_ids, token_type_ids, attention_mask)
+        a = ours(input_ids, attention_mask, token_type_ids)
         b = back(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
     first = lambda out: next(v for v in vars(out).values() if isinstance(v, torch.Tensor))  # noqa: E731
     assert close(first(a), b[0] if not hasattr(b, "logits") else b.logits)
+
+
+HEAD_TWINS = {
+    "masked-lm": (BertForMaskedLM, "BertForMaskedLM", ["logits"]),
+    "pretraining": (
+        BertForPreTraining,
+        "BertForPreTraining",
+        ["prediction_logits", "seq_relationship_logits"],
+    ),
+    "sequence": (BertForSequenceClassification, "BertForSequenceClassification", ["logits"]),
+    "token": (BertForTokenClassification, "BertForTokenClassification", ["logits"]),
+    "question-answering": (
+        BertForQuestionAnswering,
+        "BertForQuestionAnswering",
+        ["start_logits", "end_logits"],
+    ),
+}
+
+
+@pytest.mark.parametrize("head", list(HEAD_TWINS))
+def test_positional_arguments_in_the_order_of_transformers(head):
+    """head(input_ids, attention_mask, token_type_ids) means the same call in both libraries."""
+    our_class, hf_class_name, outputs = HEAD_TWINS[head]
+    ours, reference = twin(our_class, hf_class_name)
+    # segment ids of 0 and 1, so that swapping them with the mask would still run
+    input_ids, token_type_ids, attention_mask = random_batch(97, 2, seed=1)
+    assert (attention_mask == 0).any() and (token_type_ids[attention_mask == 1] == 1).any()
+    with torch.no_grad():
+        got = ours(input_ids, attention_mask, token_type_ids)
+        expected = reference(input_ids, attention_mask, token_type_ids)
+        swapped = ours(input_ids, token_type_ids, attention_mask)
+    for name in outputs:
+        assert close(getattr(got, name), getattr(expected, name)), name
+    # the test can tell: the mask and the segment ids swapped give other scores
+    assert not close(getattr(swapped, outputs[0]), getattr(expected, outputs[0]))
 
 
 def test_heads_start_fresh_on_the_minilm_encoder():
@@ -212,7 +231,7 @@ def test_heads_start_fresh_on_the_minilm_encoder():
     reference = transformers.AutoModel.from_pretrained(minilm_path()).eval()
     input_ids, token_type_ids, attention_mask = random_batch(30522, 2)
     with torch.no_grad():
-        ours = classifier.bert(input_ids, token_type_ids, attention_mask).last_hidden_state
+        ours = classifier.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         expected = reference(
             input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
         ).last_hidden_state
@@ -241,87 +260,3 @@ def test_bad_label_arguments():
         BertForSequenceClassification(CONFIG, num_labels=0)
     with pytest.raises(ValueError, match="id2label has 2 names"):
         BertForTokenClassification(CONFIG, num_labels=3, id2label={0: "a", 1: "b"})
-
-
-# ----------------------------------------------------------------------------
-# Skipping padding: the heads whose loss ignores it train the same network
-# ----------------------------------------------------------------------------
-
-
-SKIPPING_HEADS = {
-    "sequence": (BertForSequenceClassification, "BertForSequenceClassification", {}),
-    "token": (BertForTokenClassification, "BertForTokenClassification", {}),
-    "pretraining": (BertForPreTraining, "BertForPreTraining", {"masked_only": True}),
-}
-
-
-@pytest.mark.parametrize("head", list(SKIPPING_HEADS))
-def test_skipping_padding_trains_like_transformers(head, monkeypatch):
-    import bertcourse.model
-
-    our_class, hf_class_name, extra = SKIPPING_HEADS[head]
-    # train mode with dropout off, so that both compute the same function
-    ours, reference = twin(
-        our_class,
-        hf_class_name,
-        num_labels=3,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    ours.train()
-    reference.train()
-    assert ours.config.hidden_dropout_prob == ours.config.attention_probs_dropout_prob == 0.0
-    packings = []
-
-    class Spy(bertcourse.model.Packing):
-        def __init__(self, attention_mask):
-            super().__init__(attention_mask)
-            packings.append(self)
-
-    monkeypatch.setattr(bertcourse.model, "Packing", Spy)
-    input_ids, token_type_ids, attention_mask = random_batch(97, 3)
-    if head == "sequence":
-        labels = {"labels": torch.tensor([0, 2, 1, 2])}
-    elif head == "token":
-        labels = {
-            "labels": torch.randint(0, 3, input_ids.shape).masked_fill(attention_mask == 0, -100)
-        }
-    else:
-        labels = {
-            "labels": mlm_labels(input_ids, attention_mask),
-            "next_sentence_label": torch.tensor([0, 1, 0, 1]),
-        }
-    got = ours(input_ids, token_type_ids, attention_mask, **labels, **extra)
-    expected = reference(
-        input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask, **labels
-    )
-    assert len(packings) == 1  # the padding was skipped
-    assert close(got.loss, expected.loss)
-    got.loss.backward()
-    expected.loss.backward()
-    reference_parameters = dict(reference.named_parameters())
-    for name, parameter in ours.named_parameters():
-        if name.startswith("cls.predictions.decoder"):
-            continue  # tied: the reference lists the shared tensor under this name too
-        assert (parameter.grad - reference_parameters[name].grad).abs().max() < 1e-5, name
-
-
-def test_padding_is_skipped_only_when_nothing_reads_it():
-    from bertcourse.model import padding_is_ignored
-
-    _, _, attention_mask = random_batch(97, 3)
-    labels = torch.randint(0, 3, attention_mask.shape).masked_fill(attention_mask == 0, -100)
-    assert padding_is_ignored(attention_mask, False, labels, reads_cls=True)
-    assert not padding_is_ignored(None, False)  # no mask: nothing to skip
-    assert not padding_is_ignored(attention_mask, True)  # attention maps show every row
-    labelled_padding = torch.randint(0, 3, attention_mask.shape)
-    assert not padding_is_ignored(attention_mask, False, labelled_padding)
-    left_padded = attention_mask.flip(1)  # [CLS] of the short rows at a padding position
-    assert not padding_is_ignored(left_padded, False, reads_cls=True)
-    assert padding_is_ignored(left_padded, False)
-    # question answering never skips: its softmax runs over every position, padding included
-    ours, _ = twin(BertForQuestionAnswering, "BertForQuestionAnswering")
-    input_ids, token_type_ids, _ = random_batch(97, 3)
-    with torch.no_grad():
-        out = ours.train()(input_ids, token_type_ids, attention_mask)
-    assert (out.start_logits[attention_mask == 0] != 0).all()

@@ -38,7 +38,7 @@ def test_minilm_parity(implementation):
     input_ids[:, 0] = 101  # [CLS]
     with_probabilities = implementation == "eager"
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, output_attentions=with_probabilities)
+        got = ours(input_ids, attention_mask, token_type_ids, output_attentions=with_probabilities)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -79,7 +79,7 @@ def test_save_pretrained_loads_in_transformers(tmp_path):
     assert isinstance(reference, transformers.BertModel)
     input_ids, token_type_ids, attention_mask = random_batch(SMALL.vocab_size)
     with torch.no_grad():
-        a = ours(input_ids, token_type_ids, attention_mask).last_hidden_state
+        a = ours(input_ids, attention_mask, token_type_ids).last_hidden_state
         b = reference(
             input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
         ).last_hidden_state
@@ -95,7 +95,7 @@ def test_a_pretraining_checkpoint_loads_into_the_encoder(tmp_path):
     ours = BertModel.from_hf(tmp_path / "pt")
     input_ids, token_type_ids, attention_mask = random_batch(SMALL.vocab_size)
     with torch.no_grad():
-        a = ours(input_ids, token_type_ids, attention_mask).last_hidden_state
+        a = ours(input_ids, attention_mask, token_type_ids).last_hidden_state
         b = pretraining.bert(
             input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
         ).last_hidden_state
@@ -194,7 +194,7 @@ def test_minilm_parity_on_real_sentence_pairs_at_every_position(implementation):
     ).eval()
     ours = BertModel.from_hf("minilm", attn_implementation=implementation)
     with torch.no_grad():
-        got = ours(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+        got = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         expected = reference(**batch)
     assert (got.last_hidden_state - expected.last_hidden_state).abs().max() < 1e-5
     assert (got.pooler_output - expected.pooler_output).abs().max() < 1e-5

@@ -47,12 +47,44 @@ def test_parity_with_transformers(name, implementation):
         config.vocab_size, config.type_vocab_size, batch=4, length=17
     )
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask)
+        got = ours(input_ids, attention_mask, token_type_ids)
         expected = reference(
             input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
         )
     assert max_diff(got.last_hidden_state, expected.last_hidden_state) < 1e-5
     assert max_diff(got.pooler_output, expected.pooler_output) < 1e-5
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_positional_arguments_in_the_order_of_transformers(implementation):
+    """model(input_ids, attention_mask, token_type_ids) means the same call in both libraries."""
+    config = CONFIGS["odd"].replace(attn_implementation=implementation)
+    reference = hf_bert_model(config, implementation).eval()
+    ours = BertModel.from_hf(reference)
+    # segment ids of 0 and 1, so that swapping them with the mask would still run
+    input_ids, token_type_ids, attention_mask = random_batch(config.vocab_size, 2, seed=1)
+    assert (attention_mask == 0).any() and (token_type_ids[attention_mask == 1] == 1).any()
+    with torch.no_grad():
+        got = ours(input_ids, attention_mask, token_type_ids)
+        expected = reference(input_ids, attention_mask, token_type_ids)
+        swapped = ours(input_ids, token_type_ids, attention_mask)
+    assert max_diff(got.last_hidden_state, expected.last_hidden_state) < 1e-5
+    assert max_diff(got.pooler_output, expected.pooler_output) < 1e-5
+    # the test can tell: the mask and the segment ids swapped give other vectors
+    assert max_diff(swapped.pooler_output, expected.pooler_output) > 1e-3
+
+
+def test_options_are_keyword_only():
+    model = BertModel(CONFIGS["one-head"]).eval()
+    input_ids, token_type_ids, attention_mask = random_batch(50)
+    with pytest.raises(TypeError):
+        model(input_ids, attention_mask, token_type_ids, True)
+    layer = model.encoder.layer[0]
+    hidden_states = torch.randn(4, 13, 16)
+    with pytest.raises(TypeError):
+        layer(hidden_states, None, True)
+    with pytest.raises(TypeError):
+        layer.attention.self(hidden_states, None, True)
 
 
 @pytest.mark.parametrize("name", ["tiny", "odd"])
@@ -64,7 +96,7 @@ def test_attention_probabilities_match(name):
         config.vocab_size, config.type_vocab_size
     )
     with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, output_attentions=True)
+        got = ours(input_ids, attention_mask, token_type_ids, output_attentions=True)
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -89,7 +121,7 @@ def test_train_mode_without_dropout_matches_and_gradients_match(implementation):
     input_ids, token_type_ids, attention_mask = random_batch(
         config.vocab_size, config.type_vocab_size
     )
-    got = ours(input_ids, token_type_ids, attention_mask)
+    got = ours(input_ids, attention_mask, token_type_ids)
     expected = reference(
         input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
     )
@@ -114,12 +146,12 @@ def test_dropout_is_active_in_train_mode_only():
     model = BertModel(CONFIGS["tiny"].replace(hidden_dropout_prob=0.3))
     input_ids, token_type_ids, attention_mask = random_batch(300)
     model.train()
-    a = model(input_ids, token_type_ids, attention_mask).last_hidden_state
-    b = model(input_ids, token_type_ids, attention_mask).last_hidden_state
+    a = model(input_ids, attention_mask, token_type_ids).last_hidden_state
+    b = model(input_ids, attention_mask, token_type_ids).last_hidden_state
     assert max_diff(a, b) > 1e-3
     model.eval()
-    c = model(input_ids, token_type_ids, attention_mask).last_hidden_state
-    d = model(input_ids, token_type_ids, attention_mask).last_hidden_state
+    c = model(input_ids, attention_mask, token_type_ids).last_hidden_state
+    d = model(input_ids, attention_mask, token_type_ids).last_hidden_state
     assert max_diff(c, d) == 0
 
 
@@ -128,14 +160,16 @@ def test_padding_does_not_change_real_tokens(implementation):
     model = BertModel(CONFIGS["odd"].replace(attn_implementation=implementation)).eval()
     input_ids, token_type_ids, attention_mask = random_batch(211, 3, batch=3, length=12)
     with torch.no_grad():
-        padded = model(input_ids, token_type_ids, attention_mask).last_hidden_state
+        padded = model(input_ids, attention_mask, token_type_ids).last_hidden_state
         changed = input_ids.masked_fill(attention_mask == 0, 57)  # other tokens at padding
         changed_types = token_type_ids.masked_fill(attention_mask == 0, 2)
-        again = model(changed, changed_types, attention_mask).last_hidden_state
+        again = model(changed, attention_mask, changed_types).last_hidden_state
         # and each sequence alone, unpadded, gives the same vectors
         for row in range(3):
             n = int(attention_mask[row].sum())
-            alone = model(input_ids[row : row + 1, :n], token_type_ids[row : row + 1, :n])
+            alone = model(
+                input_ids[row : row + 1, :n], token_type_ids=token_type_ids[row : row + 1, :n]
+            )
             assert max_diff(alone.last_hidden_state[0], padded[row, :n]) < 1e-5
     real = attention_mask.bool()
     assert max_diff(padded[real], again[real]) < 1e-5
@@ -179,7 +213,7 @@ def test_to_hf_round_trip_gives_same_outputs():
         config.vocab_size, config.type_vocab_size
     )
     with torch.no_grad():
-        a = ours(input_ids, token_type_ids, attention_mask).last_hidden_state
+        a = ours(input_ids, attention_mask, token_type_ids).last_hidden_state
         b = reference(
             input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
         ).last_hidden_state
@@ -212,12 +246,12 @@ def test_set_attn_implementation_switches_every_layer():
     model = BertModel(CONFIGS["odd"].replace(attn_implementation="sdpa")).eval()
     input_ids, token_type_ids, attention_mask = random_batch(211, 3)
     with torch.no_grad():
-        fused = model(input_ids, token_type_ids, attention_mask).last_hidden_state
+        fused = model(input_ids, attention_mask, token_type_ids).last_hidden_state
         model.set_attn_implementation("eager")
         assert all(
             layer.attention.self.attn_implementation == "eager" for layer in model.encoder.layer
         )
-        eager = model(input_ids, token_type_ids, attention_mask).last_hidden_state
+        eager = model(input_ids, attention_mask, token_type_ids).last_hidden_state
     assert model.config.attn_implementation == "eager"
     assert max_diff(fused, eager) < 1e-5
 
@@ -232,22 +266,3 @@ def test_clear_input_errors():
         model(torch.ones(2, 5, dtype=torch.long), attention_mask=torch.zeros(2, 1, 5))
     with pytest.raises(TypeError, match="BertConfig.from_hf"):
         BertModel(transformers.BertConfig())
-
-
-@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
-def test_skip_padding_gives_real_tokens_the_reference_vectors(implementation):
-    config = CONFIGS["odd"].replace(attn_implementation=implementation)
-    reference = hf_bert_model(config, implementation).eval()
-    ours = BertModel.from_hf(reference).eval()
-    input_ids, token_type_ids, attention_mask = random_batch(
-        config.vocab_size, config.type_vocab_size
-    )
-    with torch.no_grad():
-        got = ours(input_ids, token_type_ids, attention_mask, skip_padding=True)
-        expected = reference(
-            input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
-        )
-    real = attention_mask.bool()
-    assert max_diff(got.last_hidden_state[real], expected.last_hidden_state[real]) < 1e-5
-    assert (got.last_hidden_state[~real] == 0).all()  # padding is not computed
-    assert max_diff(got.pooler_output, expected.pooler_output) < 1e-5
