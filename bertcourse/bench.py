@@ -39,7 +39,7 @@ class BenchResult:
 
 
 def make_batch(config: BertConfig, batch: int, length: int, padding: float, device, seed: int = 0):
-    """Random ids; row lengths fall evenly from L to L * (1 - 2 * padding), so on average a
+    """(input_ids, attention_mask, token_type_ids), transformers' order: random ids; row lengths fall evenly from L to L * (1 - 2 * padding), so on average a
     fraction `padding` of the batch is padding, as in a real batch of sentences."""
     generator = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(1, config.vocab_size, (batch, length), generator=generator)
@@ -48,7 +48,7 @@ def make_batch(config: BertConfig, batch: int, length: int, padding: float, devi
     lengths = torch.linspace(length, shortest, batch).round().long()
     attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
     input_ids = input_ids.masked_fill(attention_mask == 0, config.pad_token_id)
-    return input_ids.to(device), token_type_ids.to(device), attention_mask.to(device)
+    return input_ids.to(device), attention_mask.to(device), token_type_ids.to(device)
 
 
 AMP_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -67,20 +67,13 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _step(model, batch, train: bool, autocast) -> None:
-    input_ids, token_type_ids, attention_mask = batch
     with autocast:
         if train:
-            out = model(
-                input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
-            )
+            out = model(*batch)  # ours and transformers' take the same positional order
             loss = out.last_hidden_state.float().pow(2).mean() + out.pooler_output.float().mean()
         else:
             with torch.no_grad():
-                model(
-                    input_ids=input_ids,
-                    token_type_ids=token_type_ids,
-                    attention_mask=attention_mask,
-                )
+                model(*batch)
             return
     loss.backward()
     for parameter in model.parameters():
@@ -119,12 +112,8 @@ def run(
     reference.eval()
     with torch.no_grad(), autocast():
         a = ours(*batch_tensors).last_hidden_state.float()
-        b = reference(
-            input_ids=batch_tensors[0],
-            token_type_ids=batch_tensors[1],
-            attention_mask=batch_tensors[2],
-        ).last_hidden_state.float()
-    real = batch_tensors[2].bool()
+        b = reference(*batch_tensors).last_hidden_state.float()
+    real = batch_tensors[1].bool()
     max_abs_diff = (a[real] - b[real]).abs().max().item()
 
     tokens = batch * seq_len
@@ -269,7 +258,7 @@ def run_pretraining(
         config.to_hf(), attn_implementation="sdpa"
     ).to(device)
     ours = BertForPreTraining.from_hf(reference).to(device)
-    input_ids, token_type_ids, attention_mask = make_batch(config, batch, seq_len, padding, device)
+    input_ids, attention_mask, token_type_ids = make_batch(config, batch, seq_len, padding, device)
     generator = torch.Generator().manual_seed(1)
     chosen = (torch.rand(input_ids.shape, generator=generator) < 0.15).to(device)
     chosen &= attention_mask.bool()
@@ -356,7 +345,7 @@ def run_finetuning(
     against transformers', both from the MiniLM checkpoint, same weights and same batch.
 
     Ours runs the dense layers on the real tokens only (`Packing`) and, on a CPU, draws its
-    dropout masks with `bertcourse.attention.dropout`; `--padding 0` measures the second alone.
+    dropout masks with `bertcourse.speedups.dropout`; `--padding 0` measures the second alone.
     """
 
     device = get_device(device)
@@ -365,7 +354,7 @@ def run_finetuning(
     ).to(device)
     ours = BertForSequenceClassification.from_hf(reference).to(device)
     config = ours.config
-    input_ids, token_type_ids, attention_mask = make_batch(config, batch, seq_len, padding, device)
+    input_ids, attention_mask, token_type_ids = make_batch(config, batch, seq_len, padding, device)
     labels = torch.randint(0, num_labels, (batch,), generator=torch.Generator().manual_seed(1))
     inputs = dict(
         input_ids=input_ids,

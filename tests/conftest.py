@@ -13,14 +13,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def random_batch(
     vocab_size: int, type_vocab_size: int = 2, batch: int = 4, length: int = 13, seed: int = 0
 ):
-    """input_ids, token_type_ids, attention_mask with rows of different lengths (right padding)."""
+    """input_ids, attention_mask, token_type_ids (transformers' order), rows of different lengths.
+
+    Right padding: the rows get shorter down the batch.
+    """
     generator = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(1, vocab_size, (batch, length), generator=generator)
     token_type_ids = torch.randint(0, type_vocab_size, (batch, length), generator=generator)
     lengths = torch.linspace(length, max(2, length // 3), batch).round().long()
     attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()  # (B, T)
     input_ids = input_ids.masked_fill(attention_mask == 0, 0)  # pad id
-    return input_ids, token_type_ids, attention_mask
+    return input_ids, attention_mask, token_type_ids
 
 
 def hf_bert_model(config, implementation: str):

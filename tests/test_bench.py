@@ -39,7 +39,7 @@ def test_bench_runs_both_modes_and_writes_json(tmp_path, capsys):
 
 def test_make_batch_padding_fraction():
     config = bench.BertConfig.from_name("tiny", vocab_size=50)
-    _, _, mask = bench.make_batch(config, batch=64, length=100, padding=0.25, device="cpu")
+    _, mask, _ = bench.make_batch(config, batch=64, length=100, padding=0.25, device="cpu")
     assert abs((1 - mask.float().mean().item()) - 0.25) < 0.02
     assert mask[:, 0].all()
 

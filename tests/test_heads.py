@@ -37,7 +37,7 @@ def close(a, b):
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 def test_masked_lm_parity(implementation):
     ours, reference = twin(BertForMaskedLM, "BertForMaskedLM", implementation)
-    input_ids, token_type_ids, attention_mask = random_batch(97, 3)
+    input_ids, attention_mask, token_type_ids = random_batch(97, 3)
     labels = mlm_labels(input_ids, attention_mask)
     with torch.no_grad():
         got = ours(input_ids, attention_mask, token_type_ids, labels=labels)
@@ -53,11 +53,17 @@ def test_masked_lm_parity(implementation):
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 def test_pretraining_parity(implementation):
     ours, reference = twin(BertForPreTraining, "BertForPreTraining", implementation)
-    input_ids, token_type_ids, attention_mask = random_batch(97, 3)
+    input_ids, attention_mask, token_type_ids = random_batch(97, 3)
     labels = mlm_labels(input_ids, attention_mask)
     next_sentence_label = torch.tensor([0, 1, 1, 0])
     with torch.no_grad():
-        got = ours(input_ids, attention_mask, token_type_ids, labels, next_sentence_label)
+        got = ours(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            labels=labels,
+            next_sentence_label=next_sentence_label,
+        )
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -75,14 +81,21 @@ def test_sparse_prediction_gives_the_same_loss_and_gradients():
     # dropout off, so that the two passes compute the same network
     no_dropout = CONFIG.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     model = BertForPreTraining(no_dropout).train()
-    input_ids, token_type_ids, attention_mask = random_batch(97, 3)
+    input_ids, attention_mask, token_type_ids = random_batch(97, 3)
     labels = mlm_labels(input_ids, attention_mask)
     nsp = torch.tensor([0, 1, 0, 1])
-    dense = model(input_ids, attention_mask, token_type_ids, labels, nsp)
+    dense = model(input_ids, attention_mask, token_type_ids, labels=labels, next_sentence_label=nsp)
     dense.loss.backward()
     dense_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    sparse = model(input_ids, attention_mask, token_type_ids, labels, nsp, masked_only=True)
+    sparse = model(
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        labels=labels,
+        next_sentence_label=nsp,
+        masked_only=True,
+    )
     sparse.loss.backward()
     assert sparse.prediction_logits.shape == (int((labels != -100).sum()), 97)
     assert close(sparse.loss, dense.loss)
@@ -114,7 +127,7 @@ def test_sequence_classification_parity(num_labels):
         BertForSequenceClassification, "BertForSequenceClassification", num_labels=num_labels
     )
     assert ours.num_labels == num_labels
-    input_ids, token_type_ids, attention_mask = random_batch(97, 3)
+    input_ids, attention_mask, token_type_ids = random_batch(97, 3)
     labels = torch.tensor([0.3, -1.2, 2.0, 0.0]) if num_labels == 1 else torch.tensor([0, 2, 1, 2])
     with torch.no_grad():
         got = ours(input_ids, attention_mask, token_type_ids, labels=labels)
@@ -130,7 +143,7 @@ def test_sequence_classification_parity(num_labels):
 
 def test_token_classification_parity_with_ignored_labels():
     ours, reference = twin(BertForTokenClassification, "BertForTokenClassification", num_labels=5)
-    input_ids, token_type_ids, attention_mask = random_batch(97, 3)
+    input_ids, attention_mask, token_type_ids = random_batch(97, 3)
     labels = torch.randint(0, 5, input_ids.shape).masked_fill(attention_mask == 0, -100)
     labels[:, 0] = -100
     with torch.no_grad():
@@ -146,11 +159,13 @@ def test_token_classification_parity_with_ignored_labels():
 
 def test_question_answering_parity_with_out_of_range_positions():
     ours, reference = twin(BertForQuestionAnswering, "BertForQuestionAnswering")
-    input_ids, token_type_ids, attention_mask = random_batch(97, 3)
+    input_ids, attention_mask, token_type_ids = random_batch(97, 3)
     start = torch.tensor([1, 3, 0, 40])  # 40 > length: truncated away, ignored
     end = torch.tensor([2, 5, 0, 41])
     with torch.no_grad():
-        got = ours(input_ids, attention_mask, token_type_ids, start, end)
+        got = ours(
+            input_ids, attention_mask, token_type_ids, start_positions=start, end_positions=end
+        )
         expected = reference(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -179,7 +194,7 @@ def test_state_dict_keys_in_the_same_order_and_to_hf(our_class, hf_class_name):
     assert list(ours.state_dict()) == list(reference.state_dict())
     back = ours.to_hf().eval()
     assert type(back).__name__ == hf_class_name
-    input_ids, token_type_ids, attention_mask = random_batch(97, 3)
+    input_ids, attention_mask, token_type_ids = random_batch(97, 3)
     with torch.no_grad():
         a = ours(input_ids, attention_mask, token_type_ids)
         b = back(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
@@ -210,7 +225,7 @@ def test_positional_arguments_in_the_order_of_transformers(head):
     our_class, hf_class_name, outputs = HEAD_TWINS[head]
     ours, reference = twin(our_class, hf_class_name)
     # segment ids of 0 and 1, so that swapping them with the mask would still run
-    input_ids, token_type_ids, attention_mask = random_batch(97, 2, seed=1)
+    input_ids, attention_mask, token_type_ids = random_batch(97, 2, seed=1)
     assert (attention_mask == 0).any() and (token_type_ids[attention_mask == 1] == 1).any()
     with torch.no_grad():
         got = ours(input_ids, attention_mask, token_type_ids)
@@ -229,7 +244,7 @@ def test_heads_start_fresh_on_the_minilm_encoder():
     assert "cls.predictions.transform.dense.weight" in mlm.newly_initialized_keys
     assert mlm.cls.predictions.decoder.weight is mlm.bert.embeddings.word_embeddings.weight
     reference = transformers.AutoModel.from_pretrained(minilm_path()).eval()
-    input_ids, token_type_ids, attention_mask = random_batch(30522, 2)
+    input_ids, attention_mask, token_type_ids = random_batch(30522, 2)
     with torch.no_grad():
         ours = classifier.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         expected = reference(

@@ -34,7 +34,7 @@ def test_minilm_parity(implementation):
     ).eval()
     ours = BertModel.from_hf("minilm", attn_implementation=implementation)
     assert ours.config.hidden_size == 384 and ours.config.attn_implementation == implementation
-    input_ids, token_type_ids, attention_mask = random_batch(30522, 2, batch=3, length=21)
+    input_ids, attention_mask, token_type_ids = random_batch(30522, 2, batch=3, length=21)
     input_ids[:, 0] = 101  # [CLS]
     with_probabilities = implementation == "eager"
     with torch.no_grad():
@@ -77,7 +77,7 @@ def test_save_pretrained_loads_in_transformers(tmp_path):
     ]
     reference = transformers.AutoModel.from_pretrained(tmp_path / "export").eval()
     assert isinstance(reference, transformers.BertModel)
-    input_ids, token_type_ids, attention_mask = random_batch(SMALL.vocab_size)
+    input_ids, attention_mask, token_type_ids = random_batch(SMALL.vocab_size)
     with torch.no_grad():
         a = ours(input_ids, attention_mask, token_type_ids).last_hidden_state
         b = reference(
@@ -93,7 +93,7 @@ def test_a_pretraining_checkpoint_loads_into_the_encoder(tmp_path):
     pretraining = transformers.BertForPreTraining(SMALL.to_hf()).eval()
     pretraining.save_pretrained(tmp_path / "pt")
     ours = BertModel.from_hf(tmp_path / "pt")
-    input_ids, token_type_ids, attention_mask = random_batch(SMALL.vocab_size)
+    input_ids, attention_mask, token_type_ids = random_batch(SMALL.vocab_size)
     with torch.no_grad():
         a = ours(input_ids, attention_mask, token_type_ids).last_hidden_state
         b = pretraining.bert(

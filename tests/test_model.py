@@ -43,7 +43,7 @@ def test_parity_with_transformers(name, implementation):
     reference = hf_bert_model(config, implementation).eval()
     ours = BertModel.from_hf(reference)
     assert ours.config.attn_implementation == implementation
-    input_ids, token_type_ids, attention_mask = random_batch(
+    input_ids, attention_mask, token_type_ids = random_batch(
         config.vocab_size, config.type_vocab_size, batch=4, length=17
     )
     with torch.no_grad():
@@ -62,7 +62,7 @@ def test_positional_arguments_in_the_order_of_transformers(implementation):
     reference = hf_bert_model(config, implementation).eval()
     ours = BertModel.from_hf(reference)
     # segment ids of 0 and 1, so that swapping them with the mask would still run
-    input_ids, token_type_ids, attention_mask = random_batch(config.vocab_size, 2, seed=1)
+    input_ids, attention_mask, token_type_ids = random_batch(config.vocab_size, 2, seed=1)
     assert (attention_mask == 0).any() and (token_type_ids[attention_mask == 1] == 1).any()
     with torch.no_grad():
         got = ours(input_ids, attention_mask, token_type_ids)
@@ -76,7 +76,7 @@ def test_positional_arguments_in_the_order_of_transformers(implementation):
 
 def test_options_are_keyword_only():
     model = BertModel(CONFIGS["one-head"]).eval()
-    input_ids, token_type_ids, attention_mask = random_batch(50)
+    input_ids, attention_mask, token_type_ids = random_batch(50)
     with pytest.raises(TypeError):
         model(input_ids, attention_mask, token_type_ids, True)
     layer = model.encoder.layer[0]
@@ -92,7 +92,7 @@ def test_attention_probabilities_match(name):
     config = CONFIGS[name].replace(attn_implementation="eager")
     reference = hf_bert_model(config, "eager").eval()
     ours = BertModel.from_hf(reference)
-    input_ids, token_type_ids, attention_mask = random_batch(
+    input_ids, attention_mask, token_type_ids = random_batch(
         config.vocab_size, config.type_vocab_size
     )
     with torch.no_grad():
@@ -118,7 +118,7 @@ def test_train_mode_without_dropout_matches_and_gradients_match(implementation):
     )
     reference = hf_bert_model(config, implementation).train()
     ours = BertModel.from_hf(reference).train()
-    input_ids, token_type_ids, attention_mask = random_batch(
+    input_ids, attention_mask, token_type_ids = random_batch(
         config.vocab_size, config.type_vocab_size
     )
     got = ours(input_ids, attention_mask, token_type_ids)
@@ -144,7 +144,7 @@ def test_train_mode_without_dropout_matches_and_gradients_match(implementation):
 
 def test_dropout_is_active_in_train_mode_only():
     model = BertModel(CONFIGS["tiny"].replace(hidden_dropout_prob=0.3))
-    input_ids, token_type_ids, attention_mask = random_batch(300)
+    input_ids, attention_mask, token_type_ids = random_batch(300)
     model.train()
     a = model(input_ids, attention_mask, token_type_ids).last_hidden_state
     b = model(input_ids, attention_mask, token_type_ids).last_hidden_state
@@ -158,7 +158,7 @@ def test_dropout_is_active_in_train_mode_only():
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 def test_padding_does_not_change_real_tokens(implementation):
     model = BertModel(CONFIGS["odd"].replace(attn_implementation=implementation)).eval()
-    input_ids, token_type_ids, attention_mask = random_batch(211, 3, batch=3, length=12)
+    input_ids, attention_mask, token_type_ids = random_batch(211, 3, batch=3, length=12)
     with torch.no_grad():
         padded = model(input_ids, attention_mask, token_type_ids).last_hidden_state
         changed = input_ids.masked_fill(attention_mask == 0, 57)  # other tokens at padding
@@ -209,7 +209,7 @@ def test_to_hf_round_trip_gives_same_outputs():
     ours = BertModel(config).eval()
     reference = ours.to_hf().eval()
     assert isinstance(reference, transformers.BertModel)
-    input_ids, token_type_ids, attention_mask = random_batch(
+    input_ids, attention_mask, token_type_ids = random_batch(
         config.vocab_size, config.type_vocab_size
     )
     with torch.no_grad():
@@ -244,7 +244,7 @@ def test_initialisation_follows_bert():
 
 def test_set_attn_implementation_switches_every_layer():
     model = BertModel(CONFIGS["odd"].replace(attn_implementation="sdpa")).eval()
-    input_ids, token_type_ids, attention_mask = random_batch(211, 3)
+    input_ids, attention_mask, token_type_ids = random_batch(211, 3)
     with torch.no_grad():
         fused = model(input_ids, attention_mask, token_type_ids).last_hidden_state
         model.set_attn_implementation("eager")

@@ -134,7 +134,7 @@ def test_skip_padding_gives_real_tokens_the_reference_vectors(implementation):
     config = CONFIG.replace(attn_implementation=implementation)
     reference = hf_bert_model(config, implementation).eval()
     ours = BertModel.from_hf(reference).eval()
-    input_ids, token_type_ids, attention_mask = random_batch(
+    input_ids, attention_mask, token_type_ids = random_batch(
         config.vocab_size, config.type_vocab_size
     )
     with torch.no_grad():
@@ -179,7 +179,7 @@ def test_skipping_padding_trains_like_transformers(head, monkeypatch):
             packings.append(self)
 
     monkeypatch.setattr(bertcourse.model, "Packing", Spy)  # the name BertModel.forward uses
-    input_ids, token_type_ids, attention_mask = random_batch(97, 3)
+    input_ids, attention_mask, token_type_ids = random_batch(97, 3)
     if head == "sequence":
         labels = {"labels": torch.tensor([0, 2, 1, 2])}
     elif head == "token":
@@ -207,7 +207,7 @@ def test_skipping_padding_trains_like_transformers(head, monkeypatch):
 
 
 def test_padding_is_skipped_only_when_nothing_reads_it():
-    _, _, attention_mask = random_batch(97, 3)
+    _, attention_mask, _ = random_batch(97, 3)
     labels = torch.randint(0, 3, attention_mask.shape).masked_fill(attention_mask == 0, -100)
     assert padding_is_ignored(attention_mask, False, labels, reads_cls=True)
     assert not padding_is_ignored(None, False)  # no mask: nothing to skip
@@ -219,7 +219,7 @@ def test_padding_is_skipped_only_when_nothing_reads_it():
     assert padding_is_ignored(left_padded, False)
     # question answering never skips: its softmax runs over every position, padding included
     ours, _ = twin(BertForQuestionAnswering, "BertForQuestionAnswering")
-    input_ids, token_type_ids, _ = random_batch(97, 3)
+    input_ids, _, token_type_ids = random_batch(97, 3)
     with torch.no_grad():
         out = ours.train()(input_ids, attention_mask, token_type_ids)
     assert (out.start_logits[attention_mask == 0] != 0).all()
