@@ -5,12 +5,11 @@ import json
 import pytest
 
 from bertcourse import bench, commands
-from bertcourse.commands import bench as bench_command
 
 
 def test_bench_runs_both_modes_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = bench_command.main(
+    code = bench.main(
         [
             "--steps",
             "2",
@@ -46,7 +45,7 @@ def test_make_batch_padding_fraction():
 
 def test_bench_rejects_bad_padding():
     with pytest.raises(SystemExit):
-        bench_command.main(["--padding", "0.7"])
+        bench.main(["--padding", "0.7"])
 
 
 def test_cli_dispatch(capsys):
@@ -60,7 +59,7 @@ def test_pretraining_bench_runs_and_the_models_agree(tmp_path, capsys):
     out = tmp_path / "pretraining.json"
     args = ["--task", "pretraining", "--steps", "2", "--warmup", "1", "--batch", "4"]
     args += ["--seq-len", "16", "--vocab-size", "200", "--json", str(out)]
-    assert bench_command.main(args) == 0
+    assert bench.main(args) == 0
     table = capsys.readouterr().out
     assert "sparse MLM prediction" in table and "ratio ours / transformers" in table
     payload = json.loads(out.read_text())
@@ -84,7 +83,7 @@ def test_finetuning_bench_runs_and_the_models_agree(tmp_path, capsys):
     out = tmp_path / "finetune.json"
     args = ["--task", "finetune", "--steps", "2", "--warmup", "1", "--batch", "4"]
     args += ["--seq-len", "16", "--json", str(out)]
-    assert bench_command.main(args) == 0
+    assert bench.main(args) == 0
     table = capsys.readouterr().out
     assert "examples/s" in table and "ratio ours / transformers" in table
     payload = json.loads(out.read_text())

@@ -5,7 +5,8 @@ and print, and the library never imports them.
 
 - `pretrain`: BERT from scratch on a corpus, exported for transformers;
 - `finetune`: text classification from a CSV/TSV file;
-- `bench`: throughput of the course's model against transformers;
+- `bench`: throughput of the course's model against transformers (`bertcourse.bench`, which
+  also runs as `python -m bertcourse.bench`);
 - `student`: the student edition of the notebooks.
 """
 
@@ -16,11 +17,12 @@ import sys
 
 __all__ = ["COMMANDS", "main"]
 
+# name -> (module, what it does); every module has main(argv) -> exit code.
 COMMANDS = {
-    "pretrain": "BERT from scratch on a corpus, exported for transformers",
-    "finetune": "text classification from a CSV/TSV file",
-    "bench": "throughput of the course's model against transformers",
-    "student": "the student edition of the notebooks",
+    "pretrain": ("bertcourse.commands.pretrain", "BERT from scratch, exported for transformers"),
+    "finetune": ("bertcourse.commands.finetune", "text classification from a CSV/TSV file"),
+    "bench": ("bertcourse.bench", "throughput of the course's model against transformers"),
+    "student": ("bertcourse.commands.student", "the student edition of the notebooks"),
 }
 
 
@@ -31,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] not in ("-h", "--help"):
             print(f"Unknown command {argv[0]!r}; commands: {known}.", file=sys.stderr)
             return 2
-        lines = [f"  {name:<9} {what}" for name, what in COMMANDS.items()]
+        lines = [f"  {name:<9} {what}" for name, (_, what) in COMMANDS.items()]
         print("usage: python -m bertcourse <command> [options]\ncommands:\n" + "\n".join(lines))
         return 0
     # Imported when named: each command needs other heavy libraries (transformers, matplotlib).
-    command = importlib.import_module(f"{__name__}.{argv[0]}")
+    command = importlib.import_module(COMMANDS[argv[0]][0])
     return command.main(argv[1:])
