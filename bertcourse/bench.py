@@ -18,12 +18,15 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Any
 
 import torch
 import transformers
+from torch import nn
 
 from .config import SIZES, BertConfig, get_device
 from .hf import minilm_path
@@ -97,6 +100,7 @@ def run(
     vocab_size: int = 30522,
     compile: bool = False,
 ) -> tuple[dict, list[BenchResult]]:
+    """Tokens/s of our BertModel and transformers', same weights and batch, in each mode."""
     device = get_device(device)
     config = BertConfig.from_name(
         size, vocab_size=vocab_size, attn_implementation=attn_implementation
@@ -119,47 +123,26 @@ def run(
     real = batch_tensors[1].bool()
     max_abs_diff = (a[real] - b[real]).abs().max().item()
 
-    tokens = batch * seq_len
+    models = {"ours": ours, "reference": reference}
     results = []
     for mode in modes:
         train = mode == "train"
-        for model in (ours, reference):
+        for model in models.values():
             model.train(train)
-            for _ in range(warmup):
-                _step(model, batch_tensors, train, autocast())
-        times = {"ours": [], "reference": []}
-        for _ in range(steps):
-            for name, model in (("ours", ours), ("reference", reference)):
-                _synchronize(device)
-                start = time.perf_counter()
-                _step(model, batch_tensors, train, autocast())
-                _synchronize(device)
-                times[name].append(time.perf_counter() - start)
-        results.append(
-            BenchResult(
-                mode,
-                tokens / statistics.median(times["ours"]),
-                tokens / statistics.median(times["reference"]),
-            )
-        )
+
+        def step(name: str, train: bool = train) -> None:
+            _step(models[name], batch_tensors, train, autocast())
+
+        times, _ = time_steps(models, step, warmup, steps, device)
+        speed = {name: batch * seq_len / statistics.median(times[name]) for name in models}
+        results.append(BenchResult(mode, speed["ours"], speed["reference"]))
     setup = {
         "size": size,
         "layers_hidden_heads": SIZES[size],
         "vocab_size": vocab_size,
-        "batch": batch,
-        "seq_len": seq_len,
-        "padding": padding,
-        "dtype": dtype,
+        **step_setup(batch, seq_len, padding, dtype, device, steps),
         "attn_implementation": attn_implementation,
         "compile": compile,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "steps": steps,
         "max_abs_diff": max_abs_diff,
     }
     return setup, results
@@ -216,12 +199,18 @@ def step_setup(
     }
 
 
-def time_training_steps(
-    models: dict, step, warmup: int, steps: int, device: torch.device
+def time_steps(
+    models: Mapping[str, Any],
+    step: Callable[[str], None],
+    warmup: int,
+    steps: int,
+    device: torch.device,
 ) -> tuple[dict[str, list[float]], dict[str, float | None]]:
-    """Seconds per training step of each model, the steps interleaved; peak memory on CUDA."""
-    for model, _ in models.values():
-        model.train()
+    """Seconds per `step(name)` of each model, the steps interleaved; peak memory on CUDA.
+
+    Interleaving (ours, theirs, ours, ...) lets a slow drift of the machine
+    affect both alike.
+    """
     for name in models:
         for _ in range(warmup):
             step(name)
@@ -239,6 +228,34 @@ def time_training_steps(
             if device.type == "cuda":
                 peak[name] = torch.cuda.max_memory_allocated(device) / 2**20
     return times, peak
+
+
+def time_training_steps(
+    models: Mapping[str, tuple[nn.Module, dict]],
+    inputs: Mapping[str, torch.Tensor],
+    learning_rate: float,
+    autocast: Callable,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+) -> tuple[dict[str, list[float]], dict[str, float | None]]:
+    """Training steps (forward, backward, fused AdamW) of each (model, forward options)."""
+    optimizers = {
+        name: torch.optim.AdamW(model.parameters(), lr=learning_rate, fused=True)
+        for name, (model, _) in models.items()
+    }
+
+    def step(name: str) -> None:
+        model, options = models[name]
+        optimizers[name].zero_grad(set_to_none=True)
+        with autocast():
+            loss = model(**inputs, **options).loss
+        loss.backward()
+        optimizers[name].step()
+
+    for model, _ in models.values():
+        model.train()
+    return time_steps(models, step, warmup, steps, device)
 
 
 def run_pretraining(
@@ -265,14 +282,12 @@ def run_pretraining(
     generator = torch.Generator().manual_seed(1)
     chosen = (torch.rand(input_ids.shape, generator=generator) < 0.15).to(device)
     chosen &= attention_mask.bool()
-    labels = input_ids.masked_fill(~chosen, -100)
-    next_sentence_label = torch.randint(0, 2, (batch,), generator=generator).to(device)
     inputs = dict(
         input_ids=input_ids,
-        token_type_ids=token_type_ids,
         attention_mask=attention_mask,
-        labels=labels,
-        next_sentence_label=next_sentence_label,
+        token_type_ids=token_type_ids,
+        labels=input_ids.masked_fill(~chosen, -100),
+        next_sentence_label=torch.randint(0, 2, (batch,), generator=generator).to(device),
     )
     autocast = partial(mixed_precision, device, dtype)
 
@@ -283,34 +298,15 @@ def run_pretraining(
             ours(**inputs, masked_only=True).loss.float().item()
             - reference(**inputs).loss.float().item()
         )
-    models = {
-        "ours": (ours, {"masked_only": True}),
-        "reference": (reference, {}),
-    }
-    optimizers = {
-        name: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
-        for name, (m, _) in models.items()
-    }
-
-    def step(name: str) -> None:
-        model, extra = models[name]
-        optimizers[name].zero_grad(set_to_none=True)
-        with autocast():
-            loss = model(**inputs, **extra).loss
-        loss.backward()
-        optimizers[name].step()
-
-    times, peak = time_training_steps(models, step, warmup, steps, device)
-    tokens = batch * seq_len
-    speed = {name: tokens / statistics.median(times[name]) for name in models}
+    models = {"ours": (ours, {"masked_only": True}), "reference": (reference, {})}
+    times, peak = time_training_steps(models, inputs, 1e-4, autocast, warmup, steps, device)
+    speed = {name: batch * seq_len / statistics.median(times[name]) for name in models}
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)
     flops = pretraining_flops_per_token(config, seq_len)
+    with_mfu = peak_tflops is not None and dtype != "float32"
     mfu = {
-        name: speed[name] * flops / (peak_tflops * 1e12)
-        if peak_tflops and dtype != "float32"
-        else None
-        for name in models
+        name: speed[name] * flops / (peak_tflops * 1e12) if with_mfu else None for name in models
     }
     setup = {
         "task": "pretraining step (forward + backward + fused AdamW, as transformers' Trainer "
@@ -371,20 +367,7 @@ def run_finetuning(
     with torch.no_grad(), autocast():
         loss_difference = abs(ours(**inputs).loss.float().item() - reference(**inputs).loss.item())
     models = {"ours": (ours, {}), "reference": (reference, {})}
-    optimizers = {
-        name: torch.optim.AdamW(m.parameters(), lr=5e-5, fused=True)
-        for name, (m, _) in models.items()
-    }
-
-    def step(name: str) -> None:
-        model, _ = models[name]
-        optimizers[name].zero_grad(set_to_none=True)
-        with autocast():
-            loss = model(**inputs).loss
-        loss.backward()
-        optimizers[name].step()
-
-    times, peak = time_training_steps(models, step, warmup, steps, device)
+    times, peak = time_training_steps(models, inputs, 5e-5, autocast, warmup, steps, device)
     speed = {name: batch / statistics.median(times[name]) for name in models}
     setup = {
         "task": "fine-tuning step (forward + backward + fused AdamW, as transformers' Trainer "
