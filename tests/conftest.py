@@ -7,7 +7,22 @@ import os
 import pytest
 import torch
 
+from bertcourse import BertConfig
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+# A small model of uneven shape for the heads' tests: 3 heads of 16, a feed-forward that is
+# not 4x hidden, three segment types. Ids up to 96.
+HEADS_CONFIG = BertConfig(
+    vocab_size=97,
+    hidden_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=3,
+    intermediate_size=70,
+    type_vocab_size=3,
+    max_position_embeddings=32,
+)
 
 
 def random_batch(

@@ -3,9 +3,9 @@
 import pytest
 import torch
 import transformers
-from conftest import hf_twin, mlm_labels, random_batch
+from conftest import HEADS_CONFIG, hf_twin, mlm_labels, random_batch
 
-from bertcourse import BertConfig, minilm_path
+from bertcourse import minilm_path
 from bertcourse.model import (
     BertForMaskedLM,
     BertForPreTraining,
@@ -14,15 +14,7 @@ from bertcourse.model import (
     BertForTokenClassification,
 )
 
-CONFIG = BertConfig(
-    vocab_size=97,
-    hidden_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=3,
-    intermediate_size=70,
-    type_vocab_size=3,
-    max_position_embeddings=32,
-)
+CONFIG = HEADS_CONFIG
 
 
 def twin(our_class, hf_class_name, implementation="eager", **kwargs):

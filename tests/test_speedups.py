@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import hf_bert_model, hf_twin, mlm_labels, random_batch
+from conftest import HEADS_CONFIG, hf_bert_model, hf_twin, mlm_labels, random_batch
 
 from bertcourse import BertConfig, BertModel, MultiHeadSelfAttention
 from bertcourse.attention import additive_mask
@@ -20,16 +20,7 @@ from bertcourse.model import (
 )
 from bertcourse.speedups import Dropout, Packing, dropout, keep_mask, padding_is_ignored
 
-# 3 heads of 16, feed-forward not 4x hidden, three segment types
-CONFIG = BertConfig(
-    vocab_size=97,
-    hidden_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=3,
-    intermediate_size=70,
-    type_vocab_size=3,
-    max_position_embeddings=32,
-)
+CONFIG = HEADS_CONFIG
 
 
 def padding_mask(batch: int, length: int, seed: int = 0) -> torch.Tensor:
