@@ -258,6 +258,23 @@ def time_training_steps(
     return time_steps(models, step, warmup, steps, device)
 
 
+def pretraining_batch(
+    config: BertConfig, batch: int, seq_len: int, padding: float, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """`make_batch` with MLM labels on 15% of the real tokens and random NSP labels."""
+    input_ids, attention_mask, token_type_ids = make_batch(config, batch, seq_len, padding, device)
+    generator = torch.Generator().manual_seed(1)
+    chosen = (torch.rand(input_ids.shape, generator=generator) < 0.15).to(device)
+    chosen &= attention_mask.bool()
+    return dict(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        token_type_ids=token_type_ids,
+        labels=input_ids.masked_fill(~chosen, -100),
+        next_sentence_label=torch.randint(0, 2, (batch,), generator=generator).to(device),
+    )
+
+
 def run_pretraining(
     size: str = "tiny",
     batch: int = 32,
@@ -278,17 +295,7 @@ def run_pretraining(
         config.to_hf(), attn_implementation="sdpa"
     ).to(device)
     ours = BertForPreTraining.from_hf(reference).to(device)
-    input_ids, attention_mask, token_type_ids = make_batch(config, batch, seq_len, padding, device)
-    generator = torch.Generator().manual_seed(1)
-    chosen = (torch.rand(input_ids.shape, generator=generator) < 0.15).to(device)
-    chosen &= attention_mask.bool()
-    inputs = dict(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        token_type_ids=token_type_ids,
-        labels=input_ids.masked_fill(~chosen, -100),
-        next_sentence_label=torch.randint(0, 2, (batch,), generator=generator).to(device),
-    )
+    inputs = pretraining_batch(config, batch, seq_len, padding, device)
     autocast = partial(mixed_precision, device, dtype)
 
     ours.eval()
