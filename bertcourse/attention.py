@@ -24,6 +24,12 @@ from torch import nn
 from .config import BertConfig
 from .speedups import Packing, dropout
 
+__all__ = [
+    "additive_mask",
+    "scaled_dot_product_attention",
+    "MultiHeadSelfAttention",
+]
+
 
 def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Turn a boolean "may attend" mask into one that is added to the scores.

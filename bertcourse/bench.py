@@ -32,6 +32,28 @@ from .config import SIZES, BertConfig, get_device
 from .hf import minilm_path
 from .model import BertForPreTraining, BertForSequenceClassification, BertModel
 
+__all__ = [
+    "BenchResult",
+    "make_batch",
+    "AMP_DTYPES",
+    "mixed_precision",
+    "run",
+    "PEAK_BF16_TFLOPS",
+    "pretraining_flops_per_token",
+    "PretrainingResult",
+    "step_setup",
+    "time_steps",
+    "time_training_steps",
+    "pretraining_batch",
+    "run_pretraining",
+    "run_finetuning",
+    "format_finetuning",
+    "format_pretraining",
+    "format_table",
+    "build_parser",
+    "main",
+]
+
 
 @dataclass
 class BenchResult:

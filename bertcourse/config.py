@@ -17,6 +17,18 @@ from typing import Any
 
 import torch
 
+__all__ = [
+    "ACTIVATIONS",
+    "ATTENTION_IMPLEMENTATIONS",
+    "SIZES",
+    "ConfigError",
+    "BertConfig",
+    "Profile",
+    "PROFILES",
+    "get_profile",
+    "get_device",
+]
+
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 

@@ -12,6 +12,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+__all__ = [
+    "atomic_save_file",
+]
+
 
 def atomic_save_file(write: Callable[[str], object], path: str | os.PathLike) -> None:
     """Call write(tmp_path), then rename onto `path`: a crash never leaves half a file."""

@@ -23,6 +23,32 @@ from .hf import minilm_path, resolve_checkpoint
 from .metrics import classification_report, entity_f1
 from .tokenization import BertTokenizer
 
+__all__ = [
+    "IGNORE_INDEX",
+    "MODEL_INPUTS",
+    "TARGETS",
+    "DEFAULT_LEARNING_RATE",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_EPOCHS",
+    "DEFAULT_WARMUP_RATIO",
+    "DEFAULT_MAX_STEPS",
+    "PaddingCollator",
+    "encode_classification",
+    "align_word_labels",
+    "word_spans",
+    "tokens_to_words",
+    "encode_tagged",
+    "word_predictions",
+    "prepare_qa_features",
+    "best_span",
+    "decode_answers",
+    "predict_logits",
+    "evaluate_classification",
+    "evaluate_token_classification",
+    "resolve_init",
+    "load_for_task",
+]
+
 IGNORE_INDEX = -100  # label of positions the loss skips (special tokens, later sub-words, padding)
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 TARGETS = ("labels", "start_positions", "end_positions")

@@ -22,6 +22,23 @@ from safetensors.torch import load_file, save_file
 from .config import BertConfig
 from .files import atomic_save_file
 
+__all__ = [
+    "MINILM_NAMES",
+    "IGNORED_BUFFERS",
+    "WEIGHT_FILES",
+    "CheckpointMismatchError",
+    "minilm_path",
+    "resolve_checkpoint",
+    "load_checkpoint",
+    "normalize_state_dict",
+    "check_state_dict",
+    "load_state_dict_checked",
+    "from_hf",
+    "to_hf",
+    "save_pretrained",
+    "export_for_transformers",
+]
+
 MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 # Buffers that older `transformers` versions saved in checkpoints; they are
 # recomputed here, so they carry no information.

@@ -17,6 +17,18 @@ from typing import Any
 # ----------------------------------------------------------------------------
 
 
+__all__ = [
+    "confusion_matrix",
+    "classification_report",
+    "get_entities",
+    "entity_f1",
+    "normalize_answer",
+    "exact_match",
+    "token_f1",
+    "squad_metrics",
+]
+
+
 def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_labels: int):
     """matrix[true][predicted] = how many examples of class `true` were predicted `predicted`."""
     if len(labels) != len(predictions):

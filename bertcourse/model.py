@@ -27,6 +27,36 @@ from .attention import MultiHeadSelfAttention
 from .config import BertConfig
 from .speedups import Dropout, Packing, padding_is_ignored
 
+__all__ = [
+    "ACT2FN",
+    "BertModelOutput",
+    "BertEmbeddings",
+    "BertSelfOutput",
+    "BertAttention",
+    "BertIntermediate",
+    "BertOutput",
+    "BertLayer",
+    "BertEncoder",
+    "BertPooler",
+    "BertPreTrainedModel",
+    "BertModel",
+    "MaskedLMOutput",
+    "PreTrainingOutput",
+    "SequenceClassifierOutput",
+    "TokenClassifierOutput",
+    "QuestionAnsweringOutput",
+    "BertPredictionHeadTransform",
+    "BertLMPredictionHead",
+    "BertPreTrainingHeads",
+    "BertOnlyMLMHead",
+    "masked_lm_logits_and_loss",
+    "BertForMaskedLM",
+    "BertForPreTraining",
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
+    "BertForQuestionAnswering",
+]
+
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")

@@ -60,6 +60,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = [
+    "keep_mask",
+    "dropout",
+    "Dropout",
+    "Packing",
+    "padding_is_ignored",
+]
+
 
 def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.Tensor:
     """Dropout's random mask: 1 / (1 - p) with probability 1 - p, else 0.

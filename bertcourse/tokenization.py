@@ -40,6 +40,48 @@ from tqdm.auto import tqdm
 from .files import atomic_save_file
 from .hf import resolve_checkpoint
 
+__all__ = [
+    "SPECIAL_TOKENS",
+    "WHITESPACE",
+    "CJK_RANGES",
+    "is_whitespace",
+    "CONTROL_CATEGORIES",
+    "is_control",
+    "is_punctuation",
+    "is_cjk",
+    "clean_text",
+    "pad_cjk",
+    "strip_accents",
+    "lowercase",
+    "normalize",
+    "pre_tokenize",
+    "normalize_with_alignment",
+    "pre_tokenize_with_spans",
+    "split_on_special_tokens",
+    "BasicTokenizer",
+    "WordpieceTokenizer",
+    "load_vocab",
+    "Encoding",
+    "BertTokenizer",
+    "CONTINUATION",
+    "MERGE_RULES",
+    "Pair",
+    "Merge",
+    "count_words",
+    "choose_alphabet",
+    "alphabet_symbols",
+    "split_word",
+    "merge_symbols",
+    "merge_pair",
+    "adjacent_pairs",
+    "PairStatistics",
+    "wordpiece_merges",
+    "train_wordpiece",
+    "save_vocab",
+    "train_reference_wordpiece",
+    "compare_vocabularies",
+]
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 # ----------------------------------------------------------------------------

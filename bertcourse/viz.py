@@ -16,6 +16,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+__all__ = [
+    "plot_attention",
+    "plot_attention_heads",
+    "plot_scaling",
+    "plot_parameter_breakdown",
+    "read_training_log",
+    "plot_training_curves",
+    "plot_confusion_matrix",
+]
+
 
 def _as_numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):

@@ -1,6 +1,7 @@
 """The repository's promises: clean notebooks, a complete table of contents, matching environments."""
 
 import ast
+import importlib
 import json
 import re
 import subprocess
@@ -293,3 +294,34 @@ def test_import_check_finds_circles_command_imports_and_hidden_imports(tmp_path)
     # b.py:6 says why it is deferred (but still imports a command); the import under the
     # __main__ guard is a script's, not the library's.
     assert len(problems) == 3, problems
+
+
+def test_every_module_names_its_public_api_once():
+    """One `__all__` per module, set in one statement, naming things the module really has."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__main__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        settings = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign))
+            and any(
+                isinstance(target, ast.Name) and target.id == "__all__"
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            )
+        ]
+        extended = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "__all__"
+        ]
+        where = path.relative_to(ROOT)
+        assert len(settings) == 1 and not extended, f"{where}: set __all__ once, as one list"
+        module = importlib.import_module(_module_name(path, PACKAGE))
+        names = list(module.__all__)
+        assert len(names) == len(set(names)), f"{where}: __all__ repeats a name"
+        missing = [name for name in names if not hasattr(module, name)]
+        assert not missing, f"{where}: __all__ names {missing}, which it does not define"

@@ -41,6 +41,13 @@ from ..model import BertForSequenceClassification
 from ..training import BEST_DIR, LOG_CSV, TrainingArguments, TrainResult, load_model_weights, train
 from ..viz import plot_confusion_matrix, plot_training_curves
 
+__all__ = [
+    "build_parser",
+    "load_task_data",
+    "main",
+    "training_arguments",
+]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

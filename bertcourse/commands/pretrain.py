@@ -45,6 +45,15 @@ from ..training import (
 )
 from ..viz import plot_training_curves
 
+__all__ = [
+    "build_parser",
+    "load_pretraining_tokenizer",
+    "prepare_pretraining_dir",
+    "main",
+    "make_pretraining_examples",
+    "training_arguments",
+]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -33,6 +33,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "SOLUTION_TAG",
+    "EXERCISE_TAG",
+    "HIDDEN_TAGS",
+    "STUB_BODY",
+    "NO_FUNCTION_STUB",
+    "StudentEdition",
+    "stub_function",
+    "stub_source",
+    "is_solution",
+    "student_cell",
+    "student_notebook",
+    "make_student_edition",
+    "main",
+]
+
 SOLUTION_TAG = "solution"
 EXERCISE_TAG = "exercise"
 HIDDEN_TAGS = ("hide-input",)
