@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import linecache
 import math
 import os
@@ -83,6 +84,12 @@ class Problem:
 
 
 Comparison = Callable[[Any, Any], "Problem | None"]
+
+
+def _variant(hint: str, compute: Callable[..., Any], **switches: Any) -> Mistake:
+    """A common mistake: `compute`, a reference, with a bug planted by its keyword switches."""
+    return Mistake(hint, functools.partial(compute, **switches))
+
 
 DEFAULT_HINT = "run your function on this case by hand and compare each step with the chapter."
 

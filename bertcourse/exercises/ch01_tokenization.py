@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..tokenization import WordpieceTokenizer
-from ._grading import Case, Mistake, Problem, _run_cases
+from ._grading import Case, Problem, _run_cases, _variant
 
 __all__ = [
     "check_wordpiece",
@@ -97,6 +97,105 @@ def _wordpiece_variant(
     return pieces
 
 
+def _wordpiece_case(description: str, word: str, vocab: Any, **options: Any) -> Case:
+    """A case whose expected pieces come from the reference tokenizer."""
+    expected = _wordpiece_reference(word, vocab, **options)
+    return Case(description, (word, vocab), expected, options)
+
+
+def _wordpiece_cases() -> list[Case]:
+    """Sets and dicts as vocabularies, greedy matches, unknown words, the length limit."""
+    vocab_set = set(_WORDPIECE_VOCAB)
+    vocab_dict = {token: index for index, token in enumerate(_WORDPIECE_VOCAB)}
+    return [
+        _wordpiece_case('"unaffable" -> un ##aff ##able (vocab as a set)', "unaffable", vocab_set),
+        _wordpiece_case('"playing", vocab as a dict (token -> id)', "playing", vocab_dict),
+        _wordpiece_case('a word that is one vocabulary entry: "the"', "the", vocab_set),
+        _wordpiece_case(
+            'greedy longest match first: "abc" (the vocabulary has a, ab, ##b, ##bc, ##c)',
+            "abc",
+            vocab_set,
+        ),
+        _wordpiece_case('a single character: "x"', "x", vocab_set),
+        _wordpiece_case(
+            '"unq": "q" matches nothing, so the whole word is unknown', "unq", vocab_set
+        ),
+        _wordpiece_case(
+            '"playedq" ("q" is unknown) with a custom unk_token "<unk>"',
+            "playedq",
+            vocab_dict,
+            unk_token="<unk>",
+        ),
+        _wordpiece_case(
+            "a word of 11 characters with max_input_chars_per_word=10",
+            "playingplay",
+            vocab_set,
+            max_input_chars_per_word=10,
+        ),
+        _wordpiece_case(
+            "a word of exactly max_input_chars_per_word=7 characters: still tokenized",
+            "playing",
+            vocab_set,
+            max_input_chars_per_word=7,
+        ),
+        _wordpiece_case('repeated pieces: "xxxx"', "xxxx", vocab_set),
+    ]
+
+
+def _wordpiece_problem(expected: list[str], got: Any) -> Problem | None:
+    """How the learner's pieces differ from the expected list, if they do."""
+    if isinstance(got, str) or not isinstance(got, (list, tuple)):
+        return Problem(
+            [f"expected a list of strings, got {type(got).__name__} {got!r}"],
+            "return a list of pieces, e.g. ['un', '##aff', '##able'].",
+        )
+    if list(got) == expected:
+        return None
+    return Problem([f"expected {expected}, got {list(got)}"])
+
+
+_WORDPIECE_MISTAKES = [
+    _variant(
+        "take the *longest* prefix in the vocabulary first: try end = len(word), "
+        "len(word) - 1, ... down to start + 1.",
+        _wordpiece_variant,
+        longest=False,
+    ),
+    _variant(
+        'pieces after the first are looked up with the "##" prefix: "##" + word[start:end].',
+        _wordpiece_variant,
+        prefix_continuations=False,
+    ),
+    _variant(
+        'only continuation pieces get "##"; the first piece is looked up as it is.',
+        _wordpiece_variant,
+        prefix_first=True,
+    ),
+    _variant(
+        "if any part cannot be matched, the *whole word* becomes the unknown token, "
+        "not just the unmatched part.",
+        _wordpiece_variant,
+        whole_word_unk=False,
+    ),
+    _variant(
+        "words longer than max_input_chars_per_word become the unknown token.",
+        _wordpiece_variant,
+        max_check="none",
+    ),
+    _variant(
+        "a word of exactly max_input_chars_per_word characters is still tokenized: "
+        "the test is len(word) > max_input_chars_per_word.",
+        _wordpiece_variant,
+        max_check=">=",
+    ),
+    _variant(
+        "use the unk_token argument, not a hard-coded '[UNK]'.",
+        _wordpiece_variant,
+        honour_unk_token=False,
+    ),
+]
+
+
 def check_wordpiece(fn: Callable) -> bool:
     """Grade `fn(word, vocab, unk_token="[UNK]", max_input_chars_per_word=100)` -> list of pieces.
 
@@ -106,95 +205,12 @@ def check_wordpiece(fn: Callable) -> bool:
     be a set or a dict (token -> id). Reference:
     `bertcourse.tokenization.WordpieceTokenizer`.
     """
-    vocab_set = set(_WORDPIECE_VOCAB)
-    vocab_dict = {token: index for index, token in enumerate(_WORDPIECE_VOCAB)}
-    cases = []
-
-    def add(description, word, vocab, **options):
-        expected = _wordpiece_reference(word, vocab, **options)
-        cases.append(Case(description, (word, vocab), expected, options))
-
-    add('"unaffable" -> un ##aff ##able (vocab as a set)', "unaffable", vocab_set)
-    add('"playing", vocab as a dict (token -> id)', "playing", vocab_dict)
-    add('a word that is one vocabulary entry: "the"', "the", vocab_set)
-    add(
-        'greedy longest match first: "abc" (the vocabulary has a, ab, ##b, ##bc, ##c)',
-        "abc",
-        vocab_set,
-    )
-    add('a single character: "x"', "x", vocab_set)
-    add('"unq": "q" matches nothing, so the whole word is unknown', "unq", vocab_set)
-    add(
-        '"playedq" ("q" is unknown) with a custom unk_token "<unk>"',
-        "playedq",
-        vocab_dict,
-        unk_token="<unk>",
-    )
-    add(
-        "a word of 11 characters with max_input_chars_per_word=10",
-        "playingplay",
-        vocab_set,
-        max_input_chars_per_word=10,
-    )
-    add(
-        "a word of exactly max_input_chars_per_word=7 characters: still tokenized",
-        "playing",
-        vocab_set,
-        max_input_chars_per_word=7,
-    )
-    add('repeated pieces: "xxxx"', "xxxx", vocab_set)
-
-    def compare(expected: list[str], got: Any) -> Problem | None:
-        if isinstance(got, str) or not isinstance(got, (list, tuple)):
-            return Problem(
-                [f"expected a list of strings, got {type(got).__name__} {got!r}"],
-                "return a list of pieces, e.g. ['un', '##aff', '##able'].",
-            )
-        if list(got) == expected:
-            return None
-        return Problem([f"expected {expected}, got {list(got)}"])
-
-    def variant(**options: Any) -> Callable:
-        return lambda word, vocab, **kw: _wordpiece_variant(word, vocab, **kw, **options)
-
-    mistakes = [
-        Mistake(
-            "take the *longest* prefix in the vocabulary first: try end = len(word), "
-            "len(word) - 1, ... down to start + 1.",
-            variant(longest=False),
-        ),
-        Mistake(
-            'pieces after the first are looked up with the "##" prefix: "##" + word[start:end].',
-            variant(prefix_continuations=False),
-        ),
-        Mistake(
-            'only continuation pieces get "##"; the first piece is looked up as it is.',
-            variant(prefix_first=True),
-        ),
-        Mistake(
-            "if any part cannot be matched, the *whole word* becomes the unknown token, "
-            "not just the unmatched part.",
-            variant(whole_word_unk=False),
-        ),
-        Mistake(
-            "words longer than max_input_chars_per_word become the unknown token.",
-            variant(max_check="none"),
-        ),
-        Mistake(
-            "a word of exactly max_input_chars_per_word characters is still tokenized: "
-            "the test is len(word) > max_input_chars_per_word.",
-            variant(max_check=">="),
-        ),
-        Mistake(
-            "use the unk_token argument, not a hard-coded '[UNK]'.", variant(honour_unk_token=False)
-        ),
-    ]
     return _run_cases(
         "check_wordpiece",
         fn,
-        cases,
-        compare,
-        mistakes,
+        _wordpiece_cases(),
+        _wordpiece_problem,
+        _WORDPIECE_MISTAKES,
         "walk through the word by hand: at each position take the longest piece in the "
         "vocabulary, with '##' after the first.",
     )

@@ -21,6 +21,7 @@ from ._grading import (
     _real_tokens,
     _run_cases,
     _tensor_comparison,
+    _variant,
 )
 
 __all__ = [
@@ -76,12 +77,6 @@ def _attention(
     return probs @ value, probs
 
 
-def _mistake(hint: str, **variant: Any) -> Mistake:
-    return Mistake(
-        hint, lambda q, k, v, attention_mask=None: _attention(q, k, v, attention_mask, **variant)
-    )
-
-
 _UNSCALED = "the scores look unscaled: divide Q Kᵀ by sqrt(d_k) before the softmax."
 _DIVIDED_BY_DK = "the scores are divided by d_k: divide by sqrt(d_k), its square root."
 _MASK_INVERTED = (
@@ -99,6 +94,81 @@ _FLOAT_AS_BOOL = (
 )
 
 
+def _attention_case(
+    description: str,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> Case:
+    """A case whose expected answer is the package's attention; the mask passed by keyword."""
+    kwargs = {} if mask is None else {"attention_mask": mask}
+    expected = scaled_dot_product_attention(query, key, value, mask)
+    return Case(description, (query, key, value), expected, kwargs)
+
+
+def _attention_cases() -> list[Case]:
+    """Shapes with and without batch and heads; bool, float, causal masks; a fully padded row."""
+    g = torch.Generator().manual_seed(2)
+    cases = [
+        _attention_case(
+            "one head, 5 queries, 7 keys, d_k 8, d_v 3, no mask",
+            _random(g, 5, 8),
+            _random(g, 7, 8),
+            _random(g, 7, 3),
+        ),
+        _attention_case(
+            "batch 2, 3 heads, length 5, d_k 4, no mask", *_random(g, 3, 2, 3, 5, 4).unbind(0)
+        ),
+        _attention_case(
+            "batch 2, 3 heads, length 6, with padding (bool mask (B, 1, 1, T))",
+            *_random(g, 3, 2, 3, 6, 4).unbind(0),
+            _padding_mask([6, 3], 6),
+        ),
+    ]
+    float_mask = _random(g, 3, 1, 1, 5) + additive_mask(_padding_mask([5, 2, 4], 5), torch.float32)
+    return cases + [
+        _attention_case(
+            "batch 3, 2 heads, length 5, float mask added to the scores (biases and padding)",
+            *_random(g, 3, 3, 2, 5, 8).unbind(0),
+            float_mask,
+        ),
+        _attention_case(
+            "bool mask of shape (T, T) (causal), broadcast over batch 2 and 2 heads",
+            *_random(g, 3, 2, 2, 4, 6).unbind(0),
+            torch.ones(4, 4, dtype=torch.bool).tril(),
+        ),
+        _attention_case(
+            "batch 2, 1 head, length 1 (a single token), bool mask",
+            *_random(g, 3, 2, 1, 1, 4).unbind(0),
+            _padding_mask([1, 1], 1),
+        ),
+        _attention_case(
+            "batch 2, 2 heads, length 5, the second sequence fully padded (bool mask)",
+            *_random(g, 3, 2, 2, 5, 4).unbind(0),
+            _padding_mask([4, 0], 5),
+        ),
+        _attention_case(
+            "float64, batch 2, 4 heads, length 6, with padding (bool mask)",
+            *_random(g, 3, 2, 4, 6, 8, dtype=torch.float64).unbind(0),
+            _padding_mask([6, 2], 6),
+        ),
+    ]
+
+
+_ATTENTION_MISTAKES = [
+    _variant(_UNSCALED, _attention, divide_by="none"),
+    _variant(_DIVIDED_BY_DK, _attention, divide_by="d_k"),
+    _variant(_MASK_IGNORED, _attention, mask_mode="ignore"),
+    _variant(_MASK_INVERTED, _attention, mask_mode="invert"),
+    _variant(_MASK_AFTER_SOFTMAX, _attention, mask_mode="after_softmax"),
+    _variant(_WRONG_AXIS, _attention, softmax_dim=-2),
+    _variant(_SCORES_TRANSPOSED, _attention, scores_transposed=True),
+    _variant(_FLOAT_AS_BOOL, _attention, mask_mode="float_as_bool"),
+    _variant(_MINUS_INF, _attention, mask_mode="minus_inf"),
+]
+
+
 def check_attention(fn: Callable) -> bool:
     """Grade `fn(query, key, value, attention_mask=None)` -> output, or (output, attention_probs).
 
@@ -108,70 +178,12 @@ def check_attention(fn: Callable) -> bool:
     `bertcourse.attention.scaled_dot_product_attention` (a fully masked row
     becomes a uniform average, thanks to `torch.finfo(dtype).min`).
     """
-    g = torch.Generator().manual_seed(2)
-    cases = []
-
-    def add(description, query, key, value, mask=None):
-        kwargs = {} if mask is None else {"attention_mask": mask}
-        expected = scaled_dot_product_attention(query, key, value, mask)
-        cases.append(Case(description, (query, key, value), expected, kwargs))
-
-    add(
-        "one head, 5 queries, 7 keys, d_k 8, d_v 3, no mask",
-        _random(g, 5, 8),
-        _random(g, 7, 8),
-        _random(g, 7, 3),
-    )
-    add("batch 2, 3 heads, length 5, d_k 4, no mask", *_random(g, 3, 2, 3, 5, 4).unbind(0))
-    add(
-        "batch 2, 3 heads, length 6, with padding (bool mask (B, 1, 1, T))",
-        *_random(g, 3, 2, 3, 6, 4).unbind(0),
-        _padding_mask([6, 3], 6),
-    )
-    float_mask = _random(g, 3, 1, 1, 5) + additive_mask(_padding_mask([5, 2, 4], 5), torch.float32)
-    add(
-        "batch 3, 2 heads, length 5, float mask added to the scores (biases and padding)",
-        *_random(g, 3, 3, 2, 5, 8).unbind(0),
-        float_mask,
-    )
-    add(
-        "bool mask of shape (T, T) (causal), broadcast over batch 2 and 2 heads",
-        *_random(g, 3, 2, 2, 4, 6).unbind(0),
-        torch.ones(4, 4, dtype=torch.bool).tril(),
-    )
-    add(
-        "batch 2, 1 head, length 1 (a single token), bool mask",
-        *_random(g, 3, 2, 1, 1, 4).unbind(0),
-        _padding_mask([1, 1], 1),
-    )
-    add(
-        "batch 2, 2 heads, length 5, the second sequence fully padded (bool mask)",
-        *_random(g, 3, 2, 2, 5, 4).unbind(0),
-        _padding_mask([4, 0], 5),
-    )
-    add(
-        "float64, batch 2, 4 heads, length 6, with padding (bool mask)",
-        *_random(g, 3, 2, 4, 6, 8, dtype=torch.float64).unbind(0),
-        _padding_mask([6, 2], 6),
-    )
-
-    mistakes = [
-        _mistake(_UNSCALED, divide_by="none"),
-        _mistake(_DIVIDED_BY_DK, divide_by="d_k"),
-        _mistake(_MASK_IGNORED, mask_mode="ignore"),
-        _mistake(_MASK_INVERTED, mask_mode="invert"),
-        _mistake(_MASK_AFTER_SOFTMAX, mask_mode="after_softmax"),
-        _mistake(_WRONG_AXIS, softmax_dim=-2),
-        _mistake(_SCORES_TRANSPOSED, scores_transposed=True),
-        _mistake(_FLOAT_AS_BOOL, mask_mode="float_as_bool"),
-        _mistake(_MINUS_INF, mask_mode="minus_inf"),
-    ]
     return _run_cases(
         "check_attention",
         fn,
-        cases,
+        _attention_cases(),
         _compare_output_and_probs(_MINUS_INF),
-        mistakes,
+        _ATTENTION_MISTAKES,
         "compare each step with softmax(Q Kᵀ / √d_k + mask) V on this case's shapes.",
     )
 
@@ -242,85 +254,235 @@ def check_causal_attention(fn: Callable) -> bool:
     )
 
 
+def _softmax_case(description: str, scores: torch.Tensor) -> Case:
+    """A case whose expected answer is torch's softmax over the last dimension."""
+    return Case(description, (scores,), torch.softmax(scores, dim=-1))
+
+
+def _softmax_cases() -> list[Case]:
+    """Small scores, scores where exp() overflows or underflows, odd shapes, float64."""
+    g = torch.Generator().manual_seed(4)
+    return [
+        _softmax_case("4 rows of 6 small scores", _random(g, 4, 6)),
+        _softmax_case("one row (a 1-D tensor) of 5 scores", _random(g, 5)),
+        _softmax_case(
+            "scores around +1000 (exp overflows in float32)", 1000 + 10 * _random(g, 3, 5)
+        ),
+        _softmax_case("scores around -1000 (exp underflows to 0)", -1000 + 10 * _random(g, 3, 5)),
+        _softmax_case(
+            "rows on very different scales: one around +500, one around -500",
+            torch.stack([500 + _random(g, 4), -500 + _random(g, 4)]),
+        ),
+        _softmax_case(
+            "a batch (2, 3, 4) with a masked key (torch.finfo(float32).min)",
+            _random(g, 2, 3, 4).index_fill(-1, torch.tensor([3]), torch.finfo(torch.float32).min),
+        ),
+        _softmax_case("rows of one score each (3, 1)", _random(g, 3, 1)),
+        _softmax_case(
+            "float64, 3 rows of 6 scores around 300", 300 + _random(g, 3, 6, dtype=torch.float64)
+        ),
+        _softmax_case("square scores (4, 4)", _random(g, 4, 4)),
+    ]
+
+
+def _softmax_naive(scores: torch.Tensor) -> torch.Tensor:
+    """exp() straight away, without subtracting the maximum."""
+    exponentials = scores.exp()
+    return exponentials / exponentials.sum(dim=-1, keepdim=True)
+
+
+def _softmax_global_max(scores: torch.Tensor) -> torch.Tensor:
+    """The maximum of the whole tensor subtracted, not each row's."""
+    exponentials = (scores - scores.max()).exp()
+    return exponentials / exponentials.sum(dim=-1, keepdim=True)
+
+
+def _softmax_no_keepdim(scores: torch.Tensor) -> torch.Tensor:
+    """The row sums without keepdim=True, so they broadcast along the wrong axis."""
+    exponentials = (scores - scores.max(dim=-1, keepdim=True).values).exp()
+    return exponentials / exponentials.sum(dim=-1)
+
+
+def _softmax_first_dim(scores: torch.Tensor) -> torch.Tensor:
+    """Normalised over the first dimension instead of the last."""
+    return torch.softmax(scores, dim=0)
+
+
+def _softmax_minus_min(scores: torch.Tensor) -> torch.Tensor:
+    """Each row's minimum subtracted instead of its maximum."""
+    exponentials = (scores - scores.min(dim=-1, keepdim=True).values).exp()
+    return exponentials / exponentials.sum(dim=-1, keepdim=True)
+
+
+_SOFTMAX_MISTAKES = [
+    Mistake(
+        "exp overflows (or underflows to 0/0): subtract each row's maximum before exp; "
+        "it cancels between numerator and denominator.",
+        _softmax_naive,
+    ),
+    Mistake(
+        "subtract each row's own maximum (max(dim=-1, keepdim=True)), not the maximum "
+        "of the whole tensor: rows far below it underflow to 0/0.",
+        _softmax_global_max,
+    ),
+    Mistake(
+        "subtract the row *maximum*, so that the largest exponent is exp(0) = 1; "
+        "subtracting the minimum still overflows.",
+        _softmax_minus_min,
+    ),
+    Mistake(
+        "sum with keepdim=True: without it the (rows,) sums broadcast along the wrong axis.",
+        _softmax_no_keepdim,
+    ),
+    Mistake(
+        "normalise over the last dimension (dim=-1): each row is one distribution.",
+        _softmax_first_dim,
+    ),
+]
+
+
 def check_softmax(fn: Callable) -> bool:
     """Grade a numerically stable `fn(scores)` -> softmax over the last dimension.
 
     The cases include scores around +1000 and -1000, where exp() overflows or
     underflows unless each row's maximum is subtracted first.
     """
-    g = torch.Generator().manual_seed(4)
-    cases = []
-
-    def add(description, scores):
-        cases.append(Case(description, (scores,), torch.softmax(scores, dim=-1)))
-
-    add("4 rows of 6 small scores", _random(g, 4, 6))
-    add("one row (a 1-D tensor) of 5 scores", _random(g, 5))
-    add("scores around +1000 (exp overflows in float32)", 1000 + 10 * _random(g, 3, 5))
-    add("scores around -1000 (exp underflows to 0)", -1000 + 10 * _random(g, 3, 5))
-    add(
-        "rows on very different scales: one around +500, one around -500",
-        torch.stack([500 + _random(g, 4), -500 + _random(g, 4)]),
-    )
-    add(
-        "a batch (2, 3, 4) with a masked key (torch.finfo(float32).min)",
-        _random(g, 2, 3, 4).index_fill(-1, torch.tensor([3]), torch.finfo(torch.float32).min),
-    )
-    add("rows of one score each (3, 1)", _random(g, 3, 1))
-    add("float64, 3 rows of 6 scores around 300", 300 + _random(g, 3, 6, dtype=torch.float64))
-    add("square scores (4, 4)", _random(g, 4, 4))
-
-    def naive(scores):
-        exponentials = scores.exp()
-        return exponentials / exponentials.sum(dim=-1, keepdim=True)
-
-    def global_max(scores):
-        exponentials = (scores - scores.max()).exp()
-        return exponentials / exponentials.sum(dim=-1, keepdim=True)
-
-    def no_keepdim(scores):
-        exponentials = (scores - scores.max(dim=-1, keepdim=True).values).exp()
-        return exponentials / exponentials.sum(dim=-1)
-
-    def first_dim(scores):
-        return torch.softmax(scores, dim=0)
-
-    def minus_min(scores):
-        exponentials = (scores - scores.min(dim=-1, keepdim=True).values).exp()
-        return exponentials / exponentials.sum(dim=-1, keepdim=True)
-
-    mistakes = [
-        Mistake(
-            "exp overflows (or underflows to 0/0): subtract each row's maximum before exp; "
-            "it cancels between numerator and denominator.",
-            naive,
-        ),
-        Mistake(
-            "subtract each row's own maximum (max(dim=-1, keepdim=True)), not the maximum "
-            "of the whole tensor: rows far below it underflow to 0/0.",
-            global_max,
-        ),
-        Mistake(
-            "subtract the row *maximum*, so that the largest exponent is exp(0) = 1; "
-            "subtracting the minimum still overflows.",
-            minus_min,
-        ),
-        Mistake(
-            "sum with keepdim=True: without it the (rows,) sums broadcast along the wrong axis.",
-            no_keepdim,
-        ),
-        Mistake(
-            "normalise over the last dimension (dim=-1): each row is one distribution.", first_dim
-        ),
-    ]
     nan_hint = "NaN or inf: exp overflowed or 0/0 appeared; subtract each row's maximum before exp."
     return _run_cases(
         "check_softmax",
         fn,
-        cases,
+        _softmax_cases(),
         _tensor_comparison("softmax", nan_hint=nan_hint),
-        mistakes,
+        _SOFTMAX_MISTAKES,
     )
+
+
+def _blockwise_case(
+    description: str,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    block_size: int,
+) -> Case:
+    """A case whose expected answer is full attention, which blockwise attention must equal."""
+    expected, _ = scaled_dot_product_attention(query, key, value)
+    return Case(description, (query, key, value, block_size), expected)
+
+
+def _blockwise_cases() -> list[Case]:
+    """Block sizes that divide the length or not, one key, one block; extreme scores; float64."""
+    g = torch.Generator().manual_seed(5)
+    cases = [
+        _blockwise_case(
+            "batch 2, 4 heads, length 50, d 16, blocks of 16 (the last holds 2 keys)",
+            *_random(g, 3, 2, 4, 50, 16).unbind(0),
+            16,
+        ),
+        _blockwise_case(
+            "batch 1, 2 heads, length 12, blocks of 4 (divides the length)",
+            *_random(g, 3, 1, 2, 12, 8).unbind(0),
+            4,
+        ),
+        _blockwise_case("one head, length 7, blocks of 1 key", *_random(g, 3, 7, 4).unbind(0), 1),
+        _blockwise_case(
+            "one head, length 10, one block larger than the sequence (64)",
+            *_random(g, 3, 10, 4).unbind(0),
+            64,
+        ),
+        _blockwise_case(
+            "5 queries, 9 keys, d_k 4, d_v 6, blocks of 4",
+            _random(g, 5, 4),
+            _random(g, 9, 4),
+            _random(g, 9, 6),
+            4,
+        ),
+        _blockwise_case(
+            "large scores (about ±400): exp overflows without the running maximum",
+            30 * _random(g, 1, 2, 8, 16),
+            30 * _random(g, 1, 2, 8, 16),
+            _random(g, 1, 2, 8, 16),
+            3,
+        ),
+    ]
+    negative_key = 1 + 0.1 * _random(g, 2, 9, 16)
+    return cases + [
+        _blockwise_case(
+            "very negative scores (about -120): exp underflows unless the maximum starts at -inf",
+            -30 + 0.5 * _random(g, 2, 6, 16),
+            negative_key,
+            _random(g, 2, 9, 16),
+            4,
+        ),
+        _blockwise_case(
+            "float64, batch 2, 2 heads, length 11, blocks of 5",
+            *_random(g, 3, 2, 2, 11, 8, dtype=torch.float64).unbind(0),
+            5,
+        ),
+    ]
+
+
+def _blockwise(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    block_size: int,
+    *,
+    rescale: bool = True,
+    divide: bool = True,
+    scale: bool = True,
+    start_max: float = -math.inf,
+    last_block: bool = True,
+    track_max: bool = True,
+) -> torch.Tensor:
+    """Blockwise attention with a running maximum, or one of its classic mistakes."""
+    factor = 1 / math.sqrt(query.shape[-1]) if scale else 1.0
+    running_max = torch.full(query.shape[:-1] + (1,), start_max, dtype=query.dtype)
+    running_sum = torch.zeros(query.shape[:-1] + (1,), dtype=query.dtype)
+    output = torch.zeros(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype)
+    length = key.shape[-2]
+    stop = length if last_block else length - length % block_size
+    for start in range(0, stop, block_size):
+        block_scores = query @ key[..., start : start + block_size, :].transpose(-2, -1) * factor
+        new_max = torch.maximum(running_max, block_scores.amax(-1, keepdim=True))
+        if not track_max:
+            new_max = torch.zeros_like(new_max)
+        correction = torch.exp(running_max - new_max) if rescale else 1.0
+        if not track_max:
+            correction = 1.0
+        exponentials = torch.exp(block_scores - new_max)
+        running_sum = running_sum * correction + exponentials.sum(-1, keepdim=True)
+        output = output * correction + exponentials @ value[..., start : start + block_size, :]
+        running_max = new_max
+    return output / running_sum if divide else output
+
+
+_BLOCKWISE_MISTAKES = [
+    _variant(
+        "when the maximum grows, rescale both the running sum and the running output "
+        "by exp(old_max - new_max) before adding the new block.",
+        _blockwise,
+        rescale=False,
+    ),
+    _variant("divide the running output by the running sum at the end.", _blockwise, divide=False),
+    _variant(_UNSCALED, _blockwise, scale=False),
+    _variant(
+        "the last block is shorter: loop over range(0, L_k, block_size) and slice "
+        "key[..., start:start + block_size, :], which stops at the end.",
+        _blockwise,
+        last_block=False,
+    ),
+    _variant(
+        "start the running maximum at -inf, not 0: with very negative scores exp(s - 0) "
+        "underflows to 0 and the result is 0/0.",
+        _blockwise,
+        start_max=0.0,
+    ),
+    _variant(
+        "subtract the running maximum before exp(): without it large scores overflow.",
+        _blockwise,
+        track_max=False,
+    ),
+]
 
 
 def check_blockwise_attention(fn: Callable) -> bool:
@@ -330,118 +492,6 @@ def check_blockwise_attention(fn: Callable) -> bool:
     does not divide the length, one larger than it), and stay finite for very
     large and very negative scores, where the running maximum matters.
     """
-    g = torch.Generator().manual_seed(5)
-    cases = []
-
-    def add(description, query, key, value, block_size):
-        expected, _ = scaled_dot_product_attention(query, key, value)
-        cases.append(Case(description, (query, key, value, block_size), expected))
-
-    add(
-        "batch 2, 4 heads, length 50, d 16, blocks of 16 (the last holds 2 keys)",
-        *_random(g, 3, 2, 4, 50, 16).unbind(0),
-        16,
-    )
-    add(
-        "batch 1, 2 heads, length 12, blocks of 4 (divides the length)",
-        *_random(g, 3, 1, 2, 12, 8).unbind(0),
-        4,
-    )
-    add("one head, length 7, blocks of 1 key", *_random(g, 3, 7, 4).unbind(0), 1)
-    add(
-        "one head, length 10, one block larger than the sequence (64)",
-        *_random(g, 3, 10, 4).unbind(0),
-        64,
-    )
-    add(
-        "5 queries, 9 keys, d_k 4, d_v 6, blocks of 4",
-        _random(g, 5, 4),
-        _random(g, 9, 4),
-        _random(g, 9, 6),
-        4,
-    )
-    add(
-        "large scores (about ±400): exp overflows without the running maximum",
-        30 * _random(g, 1, 2, 8, 16),
-        30 * _random(g, 1, 2, 8, 16),
-        _random(g, 1, 2, 8, 16),
-        3,
-    )
-    negative_key = 1 + 0.1 * _random(g, 2, 9, 16)
-    add(
-        "very negative scores (about -120): exp underflows unless the maximum starts at -inf",
-        -30 + 0.5 * _random(g, 2, 6, 16),
-        negative_key,
-        _random(g, 2, 9, 16),
-        4,
-    )
-    add(
-        "float64, batch 2, 2 heads, length 11, blocks of 5",
-        *_random(g, 3, 2, 2, 11, 8, dtype=torch.float64).unbind(0),
-        5,
-    )
-
-    def blockwise(
-        query,
-        key,
-        value,
-        block_size,
-        *,
-        rescale=True,
-        divide=True,
-        scale=True,
-        start_max=-math.inf,
-        last_block=True,
-        track_max=True,
-    ):
-        factor = 1 / math.sqrt(query.shape[-1]) if scale else 1.0
-        running_max = torch.full(query.shape[:-1] + (1,), start_max, dtype=query.dtype)
-        running_sum = torch.zeros(query.shape[:-1] + (1,), dtype=query.dtype)
-        output = torch.zeros(query.shape[:-1] + (value.shape[-1],), dtype=query.dtype)
-        length = key.shape[-2]
-        stop = length if last_block else length - length % block_size
-        for start in range(0, stop, block_size):
-            block_scores = (
-                query @ key[..., start : start + block_size, :].transpose(-2, -1) * factor
-            )
-            new_max = torch.maximum(running_max, block_scores.amax(-1, keepdim=True))
-            if not track_max:
-                new_max = torch.zeros_like(new_max)
-            correction = torch.exp(running_max - new_max) if rescale else 1.0
-            if not track_max:
-                correction = 1.0
-            exponentials = torch.exp(block_scores - new_max)
-            running_sum = running_sum * correction + exponentials.sum(-1, keepdim=True)
-            output = output * correction + exponentials @ value[..., start : start + block_size, :]
-            running_max = new_max
-        return output / running_sum if divide else output
-
-    def variant(**options: Any) -> Callable:
-        return lambda q, k, v, b: blockwise(q, k, v, b, **options)
-
-    mistakes = [
-        Mistake(
-            "when the maximum grows, rescale both the running sum and the running output "
-            "by exp(old_max - new_max) before adding the new block.",
-            variant(rescale=False),
-        ),
-        Mistake("divide the running output by the running sum at the end.", variant(divide=False)),
-        Mistake(_UNSCALED, variant(scale=False)),
-        Mistake(
-            "the last block is shorter: loop over range(0, L_k, block_size) and slice "
-            "key[..., start:start + block_size, :], which stops at the end.",
-            variant(last_block=False),
-        ),
-        Mistake(
-            "start the running maximum at -inf, not 0: with very negative scores exp(s - 0) "
-            "underflows to 0 and the result is 0/0.",
-            variant(start_max=0.0),
-        ),
-        Mistake(
-            "subtract the running maximum before exp(): without it large scores overflow.",
-            variant(track_max=False),
-        ),
-    ]
     nan_hint = (
         "NaN or inf: exp overflowed or underflowed. Keep a running maximum that starts at -inf "
         "and subtract it before exp()."
@@ -449,7 +499,7 @@ def check_blockwise_attention(fn: Callable) -> bool:
     return _run_cases(
         "check_blockwise_attention",
         fn,
-        cases,
+        _blockwise_cases(),
         _tensor_comparison("output", _attention_shape_hint, nan_hint),
-        mistakes,
+        _BLOCKWISE_MISTAKES,
     )

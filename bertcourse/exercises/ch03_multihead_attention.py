@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +22,7 @@ from ._grading import (
     _real_tokens,
     _run_cases,
     _tensor_comparison,
+    _variant,
 )
 
 __all__ = [
@@ -207,6 +207,100 @@ def _multi_head_attention(
     return merged, probs
 
 
+def _mha_case(
+    g: torch.Generator,
+    seed: int,
+    description: str,
+    batch: int,
+    length: int,
+    hidden: int,
+    heads: int,
+    lengths: list[int],
+    dtype: torch.dtype = torch.float32,
+) -> Case:
+    """A layer with non-zero biases, padded inputs, and the layer's own answer (eager attention)."""
+    config = BertConfig(
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        attention_probs_dropout_prob=0.0,
+        attn_implementation="eager",
+    )
+    with torch.random.fork_rng(devices=[]):  # leave the learner's random state alone
+        torch.manual_seed(seed)
+        module = MultiHeadSelfAttention(config).to(dtype).eval()
+    with torch.no_grad():  # non-zero biases, so that forgetting them shows
+        for linear in (module.query, module.key, module.value):
+            linear.bias.normal_(0.0, 0.5, generator=g)
+    hidden_states = _random(g, batch, length, hidden, dtype=dtype)
+    token_mask = _real_tokens(lengths, length)  # (B, T)
+    additive = additive_mask(token_mask[:, None, None, :], dtype)
+    with torch.no_grad():
+        expected = module(hidden_states, additive, output_attentions=True)
+    return Case(description, (hidden_states, module, token_mask), expected)
+
+
+def _mha_cases() -> list[Case]:
+    """Padding or not, odd sizes, one head, one token, a fully padded row, float64."""
+    g = torch.Generator().manual_seed(8)
+    layouts = [  # description, (batch, length, hidden, heads, lengths[, dtype])
+        ("batch 2, length 6, hidden 12, 3 heads, with padding", (2, 6, 12, 3, [6, 4])),
+        ("batch 3, length 5, hidden 16, 4 heads, no padding", (3, 5, 16, 4, [5, 5, 5])),
+        (
+            "batch 2, length 4, hidden 15, 3 heads of 5 (odd sizes), with padding",
+            (2, 4, 15, 3, [2, 4]),
+        ),
+        ("batch 2, length 5, hidden 8, 1 head, with padding", (2, 5, 8, 1, [5, 3])),
+        ("batch 1, length 1 (a single token), hidden 12, 2 heads", (1, 1, 12, 2, [1])),
+        (
+            "batch 2, length 4, hidden 8, 2 heads, the second sequence fully padded",
+            (2, 4, 8, 2, [4, 0]),
+        ),
+        (
+            "float64, batch 2, length 7, hidden 24, 6 heads, with padding",
+            (2, 7, 24, 6, [7, 3], torch.float64),
+        ),
+    ]
+    return [
+        _mha_case(g, seed, description, *layout)
+        for seed, (description, layout) in enumerate(layouts)
+    ]
+
+
+_MHA_MISTAKES = [
+    _variant(
+        "the scores look unscaled: divide by sqrt(d_k), the head size H / nh.",
+        _multi_head_attention,
+        scale="none",
+    ),
+    _variant(
+        "the scores are divided by sqrt(H): scale by sqrt(d_k) of one head, d_k = H / nh.",
+        _multi_head_attention,
+        scale="hidden",
+    ),
+    _variant(_MASK_IGNORED, _multi_head_attention, use_mask=False),
+    _variant(
+        "the projections' biases are missing: each of query, key, value is a "
+        "Linear layer, x Wᵀ + b.",
+        _multi_head_attention,
+        use_bias=False,
+    ),
+    _variant(
+        "head i owns rows i·d_k .. (i+1)·d_k - 1 of each weight: reshape them to "
+        "(nh, d_k, H), not (d_k, nh, H).",
+        _multi_head_attention,
+        interleaved_heads=True,
+    ),
+    _variant(
+        "glue the heads end to end: the context must be (B, T, nh, d_k) before it is "
+        "flattened to (B, T, H).",
+        _multi_head_attention,
+        merge="features_first",
+    ),
+    _variant(_WRONG_AXIS, _multi_head_attention, softmax_dim=-2),
+]
+
+
 def check_multi_head_attention(fn: Callable) -> bool:
     """Grade `fn(hidden_states, attention, token_mask)` -> context (B, T, H), or (context, probs).
 
@@ -215,82 +309,10 @@ def check_multi_head_attention(fn: Callable) -> bool:
     bool, True at real tokens. The reference is the module itself (eager
     path, so it can return the probabilities (B, nh, T, T)).
     """
-    g = torch.Generator().manual_seed(8)
-    cases = []
-
-    def add(description, batch, length, hidden, heads, lengths, dtype=torch.float32):
-        config = BertConfig(
-            hidden_size=hidden,
-            num_attention_heads=heads,
-            intermediate_size=4 * hidden,
-            attention_probs_dropout_prob=0.0,
-            attn_implementation="eager",
-        )
-        with torch.random.fork_rng(devices=[]):  # leave the learner's random state alone
-            torch.manual_seed(len(cases))
-            module = MultiHeadSelfAttention(config).to(dtype).eval()
-        with torch.no_grad():  # non-zero biases, so that forgetting them shows
-            for linear in (module.query, module.key, module.value):
-                linear.bias.normal_(0.0, 0.5, generator=g)
-        hidden_states = _random(g, batch, length, hidden, dtype=dtype)
-        token_mask = _real_tokens(lengths, length)  # (B, T)
-        additive = additive_mask(token_mask[:, None, None, :], dtype)
-        with torch.no_grad():
-            expected = module(hidden_states, additive, output_attentions=True)
-        cases.append(Case(description, (hidden_states, module, token_mask), expected))
-
-    add("batch 2, length 6, hidden 12, 3 heads, with padding", 2, 6, 12, 3, [6, 4])
-    add("batch 3, length 5, hidden 16, 4 heads, no padding", 3, 5, 16, 4, [5, 5, 5])
-    add("batch 2, length 4, hidden 15, 3 heads of 5 (odd sizes), with padding", 2, 4, 15, 3, [2, 4])
-    add("batch 2, length 5, hidden 8, 1 head, with padding", 2, 5, 8, 1, [5, 3])
-    add("batch 1, length 1 (a single token), hidden 12, 2 heads", 1, 1, 12, 2, [1])
-    add(
-        "batch 2, length 4, hidden 8, 2 heads, the second sequence fully padded", 2, 4, 8, 2, [4, 0]
-    )
-    add(
-        "float64, batch 2, length 7, hidden 24, 6 heads, with padding",
-        2,
-        7,
-        24,
-        6,
-        [7, 3],
-        torch.float64,
-    )
-
-    def variant(**options: Any) -> Callable:
-        return lambda h, a, m: _multi_head_attention(h, a, m, **options)
-
-    mistakes = [
-        Mistake(
-            "the scores look unscaled: divide by sqrt(d_k), the head size H / nh.",
-            variant(scale="none"),
-        ),
-        Mistake(
-            "the scores are divided by sqrt(H): scale by sqrt(d_k) of one head, d_k = H / nh.",
-            variant(scale="hidden"),
-        ),
-        Mistake(_MASK_IGNORED, variant(use_mask=False)),
-        Mistake(
-            "the projections' biases are missing: each of query, key, value is a "
-            "Linear layer, x Wᵀ + b.",
-            variant(use_bias=False),
-        ),
-        Mistake(
-            "head i owns rows i·d_k .. (i+1)·d_k - 1 of each weight: reshape them to "
-            "(nh, d_k, H), not (d_k, nh, H).",
-            variant(interleaved_heads=True),
-        ),
-        Mistake(
-            "glue the heads end to end: the context must be (B, T, nh, d_k) before it is "
-            "flattened to (B, T, H).",
-            variant(merge="features_first"),
-        ),
-        Mistake(_WRONG_AXIS, variant(softmax_dim=-2)),
-    ]
     return _run_cases(
         "check_multi_head_attention",
         fn,
-        cases,
+        _mha_cases(),
         _compare_output_and_probs(_MINUS_INF),
-        mistakes,
+        _MHA_MISTAKES,
     )

@@ -21,6 +21,7 @@ from ._grading import (
     _run_cases,
     _tensor_comparison,
     _unwrap_scalar,
+    _variant,
 )
 
 __all__ = [
@@ -30,112 +31,131 @@ __all__ = [
 ]
 
 
+def _layer_norm_case(g: torch.Generator, description: str, x: torch.Tensor, eps: float) -> Case:
+    """A case with a random weight and bias around 1 and 0, and torch's LayerNorm as the answer."""
+    hidden = x.shape[-1]
+    weight = 1 + 0.5 * _random(g, hidden, dtype=x.dtype)
+    bias = 0.5 * _random(g, hidden, dtype=x.dtype)
+    expected = F.layer_norm(x, (hidden,), weight, bias, eps)
+    return Case(description, (x, weight, bias, eps), expected)
+
+
+def _layer_norm_cases() -> list[Case]:
+    """Large means, a constant vector, a large eps, 1-D and float64 inputs."""
+    g = torch.Generator().manual_seed(9)
+    return [
+        _layer_norm_case(
+            g,
+            "batch 2, length 3, hidden 8, mean 3 and std 5, eps 1e-12",
+            3 + 5 * _random(g, 2, 3, 8),
+            1e-12,
+        ),
+        _layer_norm_case(g, "one vector (1-D), hidden 16, eps 1e-5", _random(g, 16), 1e-5),
+        _layer_norm_case(
+            g,
+            "batch 2, length 2, hidden 6, with a constant vector (variance 0), eps 1e-12",
+            torch.cat([_random(g, 1, 2, 6), torch.full((1, 2, 6), 2.0)]),
+            1e-12,
+        ),
+        _layer_norm_case(
+            g,
+            "hidden 10, small variance (std 0.1) and a large eps 0.1",
+            0.1 * _random(g, 4, 10),
+            0.1,
+        ),
+        _layer_norm_case(
+            g,
+            "float64, batch 2, length 5, hidden 12, eps 1e-12",
+            _random(g, 2, 5, 12, dtype=torch.float64),
+            1e-12,
+        ),
+        _layer_norm_case(
+            g,
+            "float64, batch 3, hidden 32, mean 1e6 and std 1, eps 1e-12",
+            1e6 + _random(g, 3, 32, dtype=torch.float64),
+            1e-12,
+        ),
+        _layer_norm_case(g, "batch 3, length 4, hidden 5", _random(g, 3, 4, 5), 1e-12),
+    ]
+
+
+def _layer_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    *,
+    unbiased: bool = False,
+    eps_inside: bool = True,
+    swap: bool = False,
+    dim: int = -1,
+    center: bool = True,
+    one_pass: bool = False,
+    affine: bool = True,
+) -> torch.Tensor:
+    """LayerNorm written out, or one of its classic mistakes."""
+    mean = x.mean(dim=dim, keepdim=True)
+    if one_pass:
+        variance = (x * x).mean(dim=dim, keepdim=True) - mean**2
+    else:
+        variance = x.var(dim=dim, keepdim=True, unbiased=unbiased)
+    centered = x - mean if center else x
+    if eps_inside:
+        normalised = centered / torch.sqrt(variance + eps)
+    else:
+        normalised = centered / (torch.sqrt(variance) + eps)
+    if not affine:
+        return normalised
+    return normalised * bias + weight if swap else normalised * weight + bias
+
+
+_LAYER_NORM_MISTAKES = [
+    _variant(
+        "use the biased variance: divide by H (unbiased=False), not H - 1.",
+        _layer_norm,
+        unbiased=True,
+    ),
+    _variant(
+        "eps belongs inside the square root: (x - mean) / sqrt(var + eps).",
+        _layer_norm,
+        eps_inside=False,
+    ),
+    _variant(
+        "weight (the gain) multiplies, bias is added: weight * x_hat + bias.",
+        _layer_norm,
+        swap=True,
+    ),
+    _variant(
+        "subtract the mean before dividing by the standard deviation.", _layer_norm, center=False
+    ),
+    _variant(
+        "var = E[x²] - E[x]² loses all precision when the mean is large: "
+        "subtract the mean first, then average the squares.",
+        _layer_norm,
+        one_pass=True,
+    ),
+    _variant("apply the weight and the bias after normalising.", _layer_norm, affine=False),
+    _variant(
+        "normalise over the last dimension (dim=-1), the features of one token, with keepdim=True.",
+        _layer_norm,
+        dim=0,
+    ),
+]
+
+
 def check_layer_norm(fn: Callable) -> bool:
     """Grade `fn(x, weight, bias, eps)`: LayerNorm over the last dimension, as `torch.nn.LayerNorm`.
 
     Biased variance (divide by H), eps inside the square root, weight and
     bias per feature.
     """
-    g = torch.Generator().manual_seed(9)
-    cases = []
-
-    def add(description, x, eps):
-        hidden = x.shape[-1]
-        weight = 1 + 0.5 * _random(g, hidden, dtype=x.dtype)
-        bias = 0.5 * _random(g, hidden, dtype=x.dtype)
-        expected = F.layer_norm(x, (hidden,), weight, bias, eps)
-        cases.append(Case(description, (x, weight, bias, eps), expected))
-
-    add(
-        "batch 2, length 3, hidden 8, mean 3 and std 5, eps 1e-12",
-        3 + 5 * _random(g, 2, 3, 8),
-        1e-12,
-    )
-    add("one vector (1-D), hidden 16, eps 1e-5", _random(g, 16), 1e-5)
-    add(
-        "batch 2, length 2, hidden 6, with a constant vector (variance 0), eps 1e-12",
-        torch.cat([_random(g, 1, 2, 6), torch.full((1, 2, 6), 2.0)]),
-        1e-12,
-    )
-    add("hidden 10, small variance (std 0.1) and a large eps 0.1", 0.1 * _random(g, 4, 10), 0.1)
-    add(
-        "float64, batch 2, length 5, hidden 12, eps 1e-12",
-        _random(g, 2, 5, 12, dtype=torch.float64),
-        1e-12,
-    )
-    add(
-        "float64, batch 3, hidden 32, mean 1e6 and std 1, eps 1e-12",
-        1e6 + _random(g, 3, 32, dtype=torch.float64),
-        1e-12,
-    )
-    add("batch 3, length 4, hidden 5", _random(g, 3, 4, 5), 1e-12)
-
-    def norm(
-        x,
-        weight,
-        bias,
-        eps,
-        *,
-        unbiased=False,
-        eps_inside=True,
-        swap=False,
-        dim=-1,
-        center=True,
-        one_pass=False,
-        affine=True,
-    ):
-        mean = x.mean(dim=dim, keepdim=True)
-        if one_pass:
-            variance = (x * x).mean(dim=dim, keepdim=True) - mean**2
-        else:
-            variance = x.var(dim=dim, keepdim=True, unbiased=unbiased)
-        centered = x - mean if center else x
-        if eps_inside:
-            normalised = centered / torch.sqrt(variance + eps)
-        else:
-            normalised = centered / (torch.sqrt(variance) + eps)
-        if not affine:
-            return normalised
-        return normalised * bias + weight if swap else normalised * weight + bias
-
-    def variant(**options: Any) -> Callable:
-        return lambda x, w, b, e: norm(x, w, b, e, **options)
-
-    mistakes = [
-        Mistake(
-            "use the biased variance: divide by H (unbiased=False), not H - 1.",
-            variant(unbiased=True),
-        ),
-        Mistake(
-            "eps belongs inside the square root: (x - mean) / sqrt(var + eps).",
-            variant(eps_inside=False),
-        ),
-        Mistake(
-            "weight (the gain) multiplies, bias is added: weight * x_hat + bias.",
-            variant(swap=True),
-        ),
-        Mistake(
-            "subtract the mean before dividing by the standard deviation.", variant(center=False)
-        ),
-        Mistake(
-            "var = E[x²] - E[x]² loses all precision when the mean is large: "
-            "subtract the mean first, then average the squares.",
-            variant(one_pass=True),
-        ),
-        Mistake("apply the weight and the bias after normalising.", variant(affine=False)),
-        Mistake(
-            "normalise over the last dimension (dim=-1), the features of one token, "
-            "with keepdim=True.",
-            variant(dim=0),
-        ),
-    ]
     nan_hint = "NaN for a constant vector: its variance is 0; add eps inside the square root."
     return _run_cases(
         "check_layer_norm",
         fn,
-        cases,
+        _layer_norm_cases(),
         _tensor_comparison("output", nan_hint=nan_hint),
-        mistakes,
+        _LAYER_NORM_MISTAKES,
     )
 
 
@@ -217,8 +237,8 @@ def _count_model_parameters(config_json: str) -> int:
         return BertModel(BertConfig(**json.loads(config_json))).num_parameters()
 
 
-def check_parameter_count(fn: Callable) -> bool:
-    """Grade `fn(config)` -> the number of parameters of `BertModel(config)` (with the pooler), an int."""
+def _parameter_count_cases() -> list[Case]:
+    """The package's sizes, BERT-base, an odd config and a one-layer one."""
     configs = [
         ("the 'tiny' size", BertConfig.from_name("tiny")),
         ("the 'mini' size", BertConfig.from_name("mini")),
@@ -248,89 +268,107 @@ def check_parameter_count(fn: Callable) -> bool:
             ),
         ),
     ]
-    cases = [Case(d, (config,), _model_parameter_count(config)) for d, config in configs]
+    return [Case(d, (config,), _model_parameter_count(config)) for d, config in configs]
 
-    def compare(expected: int, got: Any) -> Problem | None:
-        got = _unwrap_scalar(got)
-        if isinstance(got, bool) or not isinstance(got, (int, float)) or got != int(got):
-            return Problem([f"expected a whole number (int), got {got!r}"], "return an int.")
-        if int(got) == expected:
-            return None
-        return Problem(
-            [
-                f"expected {expected:,} parameters, got {int(got):,} "
-                f"(off by {int(got) - expected:+,})"
-            ]
-        )
 
-    def without(*parts: str, extra: Callable[[BertConfig], int] | None = None) -> Callable:
-        def count(config: BertConfig) -> int:
-            kept = {k: v for k, v in _parameter_parts(config).items() if k not in parts}
-            return sum(kept.values()) + (extra(config) if extra else 0)
+def _parameter_count_problem(expected: int, got: Any) -> Problem | None:
+    """A count that is not a whole number, or one that is off, and by how much."""
+    got = _unwrap_scalar(got)
+    if isinstance(got, bool) or not isinstance(got, (int, float)) or got != int(got):
+        return Problem([f"expected a whole number (int), got {got!r}"], "return an int.")
+    if int(got) == expected:
+        return None
+    return Problem(
+        [f"expected {expected:,} parameters, got {int(got):,} (off by {int(got) - expected:+,})"]
+    )
 
-        return count
 
-    def ffn_4h(config: BertConfig) -> int:
-        return without()(config.replace(intermediate_size=4 * config.hidden_size))
+def _count_without(
+    *parts: str, extra: Callable[[BertConfig], int] | None = None
+) -> Callable[[BertConfig], int]:
+    """A count that leaves out the parts named (see `_parameter_parts`), plus `extra` if given."""
 
-    def one_norm_per_layer(config: BertConfig) -> int:
-        return without()(config) - config.num_hidden_layers * 2 * config.hidden_size
+    def count(config: BertConfig) -> int:
+        kept = {k: v for k, v in _parameter_parts(config).items() if k not in parts}
+        return sum(kept.values()) + (extra(config) if extra else 0)
 
-    def norms_without_bias(config: BertConfig) -> int:
-        return without()(config) - config.hidden_size * (1 + 2 * config.num_hidden_layers)
+    return count
 
-    mistakes = [
-        Mistake(
-            "the pooler is missing: dense H×H + bias H on the [CLS] vector.", without("pooler")
-        ),
-        Mistake(
-            "the LayerNorms are missing: each has a weight and a bias of size H; one after "
-            "the embeddings and two in every layer.",
-            without("embedding_norm", "layer_norms"),
-        ),
-        Mistake(
-            "each layer has two LayerNorms (after attention and after the feed-forward).",
-            one_norm_per_layer,
-        ),
-        Mistake(
-            "each LayerNorm has a bias as well as a weight: 2H parameters.", norms_without_bias
-        ),
-        Mistake("the LayerNorm after the embeddings is missing (2H).", without("embedding_norm")),
-        Mistake(
-            "the LayerNorms inside the layers are missing (4H per layer).", without("layer_norms")
-        ),
-        Mistake(
-            "the biases of the Linear layers are missing.",
-            without("attention_biases", "ffn_biases", extra=lambda c: -c.hidden_size),
-        ),
-        Mistake(
-            "read the feed-forward width from config.intermediate_size; it is not always 4H.",
-            ffn_4h,
-        ),
-        Mistake(
-            "the attention block has four H×H projections: query, key, value and the output dense.",
-            without(extra=lambda c: -c.num_hidden_layers * (c.hidden_size**2 + c.hidden_size)),
-        ),
-        Mistake(
-            "the position and segment tables are missing: max_position_embeddings × H and "
-            "type_vocab_size × H.",
-            without("position", "segment"),
-        ),
-        Mistake(
-            "the segment (token type) table is missing: type_vocab_size × H.", without("segment")
-        ),
-        Mistake(
-            "the feed-forward biases are missing: I after the widening, H after the "
-            "projection back.",
-            without("ffn_biases"),
-        ),
-    ]
+
+def _count_assuming_4h(config: BertConfig) -> int:
+    """The count with a feed-forward width of 4H instead of config.intermediate_size."""
+    return _count_without()(config.replace(intermediate_size=4 * config.hidden_size))
+
+
+def _count_one_norm_per_layer(config: BertConfig) -> int:
+    """The count with one LayerNorm per layer instead of two."""
+    return _count_without()(config) - config.num_hidden_layers * 2 * config.hidden_size
+
+
+def _count_norms_without_bias(config: BertConfig) -> int:
+    """The count with LayerNorms that have a weight but no bias."""
+    return _count_without()(config) - config.hidden_size * (1 + 2 * config.num_hidden_layers)
+
+
+_PARAMETER_COUNT_MISTAKES = [
+    Mistake(
+        "the pooler is missing: dense H×H + bias H on the [CLS] vector.", _count_without("pooler")
+    ),
+    Mistake(
+        "the LayerNorms are missing: each has a weight and a bias of size H; one after "
+        "the embeddings and two in every layer.",
+        _count_without("embedding_norm", "layer_norms"),
+    ),
+    Mistake(
+        "each layer has two LayerNorms (after attention and after the feed-forward).",
+        _count_one_norm_per_layer,
+    ),
+    Mistake(
+        "each LayerNorm has a bias as well as a weight: 2H parameters.", _count_norms_without_bias
+    ),
+    Mistake(
+        "the LayerNorm after the embeddings is missing (2H).", _count_without("embedding_norm")
+    ),
+    Mistake(
+        "the LayerNorms inside the layers are missing (4H per layer).",
+        _count_without("layer_norms"),
+    ),
+    Mistake(
+        "the biases of the Linear layers are missing.",
+        _count_without("attention_biases", "ffn_biases", extra=lambda c: -c.hidden_size),
+    ),
+    Mistake(
+        "read the feed-forward width from config.intermediate_size; it is not always 4H.",
+        _count_assuming_4h,
+    ),
+    Mistake(
+        "the attention block has four H×H projections: query, key, value and the output dense.",
+        _count_without(extra=lambda c: -c.num_hidden_layers * (c.hidden_size**2 + c.hidden_size)),
+    ),
+    Mistake(
+        "the position and segment tables are missing: max_position_embeddings × H and "
+        "type_vocab_size × H.",
+        _count_without("position", "segment"),
+    ),
+    Mistake(
+        "the segment (token type) table is missing: type_vocab_size × H.",
+        _count_without("segment"),
+    ),
+    Mistake(
+        "the feed-forward biases are missing: I after the widening, H after the projection back.",
+        _count_without("ffn_biases"),
+    ),
+]
+
+
+def check_parameter_count(fn: Callable) -> bool:
+    """Grade `fn(config)` -> the number of parameters of `BertModel(config)` (with the pooler), an int."""
     return _run_cases(
         "check_parameter_count",
         fn,
-        cases,
-        compare,
-        mistakes,
+        _parameter_count_cases(),
+        _parameter_count_problem,
+        _PARAMETER_COUNT_MISTAKES,
         "compare part by part: embeddings (V + P + S)·H + 2H; per layer 4H² + 4H (attention), "
         "2HI + I + H (feed-forward), 4H (two LayerNorms); pooler H² + H.",
     )

@@ -68,12 +68,29 @@ def _masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
 
 
 def _single_masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
+    """The first rule one answer breaks: its form, the labels, the inputs, then the rates."""
+    problem = _masking_form_problem(spec, answer)
+    if problem is not None:
+        return problem
+    inputs, labels = answer
+    labelled = labels != -100  # (B, T): the positions chosen for prediction
+    candidates = int((~spec.special).sum())
+    problem = _masking_labels_problem(spec, inputs, labels, labelled, candidates)
+    if problem is None:
+        problem = _masking_inputs_problem(spec, inputs, labelled)
+    if problem is None and spec.check_rates:
+        problem = _masking_rates_problem(spec, inputs, labelled, candidates)
+    return problem
+
+
+def _masking_form_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
+    """Not a pair (inputs, labels) of integer tensors of the shape of input_ids."""
     if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
         return Problem(
             [f"expected a pair (inputs, labels), got {type(answer).__name__}"],
             "return two tensors: the corrupted inputs and the labels.",
         )
-    original, special = spec.input_ids, spec.special
+    original = spec.input_ids
     for what, value in zip(("inputs", "labels"), answer, strict=True):
         if not isinstance(value, torch.Tensor) or value.shape != original.shape:
             got = (
@@ -88,9 +105,18 @@ def _single_masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
                 [f"{what} has dtype {value.dtype}, expected torch.int64 (token ids)"],
                 "keep the ids as integers (torch.long): masked_fill, torch.where and clone do.",
             )
-    inputs, labels = answer
-    labelled = labels != -100  # (B, T): the positions chosen for prediction
-    candidates = int((~special).sum())
+    return None
+
+
+def _masking_labels_problem(
+    spec: _MaskingCase,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    labelled: torch.Tensor,
+    candidates: int,
+) -> Problem | None:
+    """Labels almost everywhere, on a special position, or not the original id."""
+    original, special = spec.input_ids, spec.special
     if candidates >= 10 and labelled.sum() > 0.9 * candidates:
         return Problem(
             [f"{int(labelled.sum()):,} of {original.numel():,} positions have a label (not -100)"],
@@ -124,6 +150,14 @@ def _single_masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
             if corrupted
             else "at a chosen position the label is the original id; elsewhere it is -100.",
         )
+    return None
+
+
+def _masking_inputs_problem(
+    spec: _MaskingCase, inputs: torch.Tensor, labelled: torch.Tensor
+) -> Problem | None:
+    """An unchosen input that changed, or an id outside the vocabulary."""
+    original = spec.input_ids
     changed = ~labelled & (inputs != original)
     if bool(changed.any()):
         index = _first_index(changed)
@@ -146,8 +180,6 @@ def _single_masking_problem(spec: _MaskingCase, answer: Any) -> Problem | None:
             ],
             "draw random replacements with torch.randint(vocab_size, shape, generator=generator).",
         )
-    if spec.check_rates:
-        return _masking_rates_problem(spec, inputs, labelled, candidates)
     return None
 
 
@@ -197,19 +229,8 @@ def _masking_rates_problem(
     return None
 
 
-def check_mask_tokens(fn: Callable) -> bool:
-    """Grade `fn(input_ids, special_tokens_mask, vocab_size, mask_token_id, mlm_probability=0.15,
-    generator=None)` -> (inputs, labels): BERT's masking, as `bertcourse.data.mask_tokens`.
-
-    The answer is random, so it is judged by rules rather than compared with
-    one reference: shapes and dtype; labels -100 off the chosen positions and
-    the original id on them; [CLS], [SEP] and padding never chosen; unchosen
-    inputs unchanged; on large batches the rates (mlm_probability chosen; of
-    those 80% [MASK], 10% random, 10% unchanged); the same answer from
-    generators seeded alike. The learner's global random state is left alone.
-    """
-    if not callable(fn):
-        return _run_cases("check_mask_tokens", fn, [], _masking_problem)
+def _with_seeded_generators(fn: Callable) -> Callable:
+    """`fn` called `calls` times, each with a generator seeded alike, the global state restored."""
 
     @functools.wraps(fn)
     def graded(input_ids, special_tokens_mask, vocab_size, mlm_probability, calls, seed):
@@ -230,45 +251,85 @@ def check_mask_tokens(fn: Callable) -> bool:
                 )
         return answers[0] if calls == 1 else tuple(answers)
 
+    return graded
+
+
+def _masking_case(
+    g: torch.Generator,
+    seed: int,
+    description: str,
+    batch: int,
+    length: int,
+    vocab_size: int,
+    p: float = 0.15,
+    rates: bool = False,
+    calls: int = 1,
+    ints: bool = False,
+) -> Case:
+    """A batch to mask with its rules; the arguments are those `_with_seeded_generators` takes."""
+    ids, special = _masking_batch(g, batch, length, vocab_size)
+    spec = _MaskingCase(ids, special, ints, vocab_size, p, rates, calls)
+    special_argument = special.long() if ints else special
+    return Case(description, (ids, special_argument, vocab_size, p, calls, seed), spec)
+
+
+def _masking_cases() -> list[Case]:
+    """A small padded batch, large batches for the rates, an int mask, [CLS] x [SEP], two calls."""
     g = torch.Generator().manual_seed(13)
-    cases = []
+    return [
+        _masking_case(g, 0, "batch 2, length 10, vocab 30, the second row padded", 2, 10, 30),
+        _masking_case(
+            g,
+            1,
+            "512 × 128 (about 48,000 ordinary tokens), vocab 1,000: labels, specials and the "
+            "15% / 80-10-10 rates",
+            512,
+            128,
+            1000,
+            rates=True,
+        ),
+        _masking_case(
+            g, 2, "512 × 128, vocab 1,000, mlm_probability=0.4", 512, 128, 1000, p=0.4, rates=True
+        ),
+        _masking_case(
+            g,
+            3,
+            "special_tokens_mask as 0/1 integers (as tokenizers return it), 64 × 32, vocab 500",
+            64,
+            32,
+            500,
+            ints=True,
+        ),
+        _masking_case(g, 4, "batch 1, length 3 ([CLS] one token [SEP]), vocab 20", 1, 3, 20),
+        _masking_case(
+            g,
+            5,
+            "two calls with generators seeded alike (256 × 64, vocab 1,000) must agree",
+            256,
+            64,
+            1000,
+            calls=2,
+        ),
+    ]
 
-    def add(description, batch, length, vocab_size, p=0.15, rates=False, calls=1, ints=False):
-        ids, special = _masking_batch(g, batch, length, vocab_size)
-        spec = _MaskingCase(ids, special, ints, vocab_size, p, rates, calls)
-        special_argument = special.long() if ints else special
-        args = (ids, special_argument, vocab_size, p, calls, len(cases))
-        cases.append(Case(description, args, spec))
 
-    add("batch 2, length 10, vocab 30, the second row padded", 2, 10, 30)
-    add(
-        "512 × 128 (about 48,000 ordinary tokens), vocab 1,000: labels, specials and the "
-        "15% / 80-10-10 rates",
-        512,
-        128,
-        1000,
-        rates=True,
-    )
-    add("512 × 128, vocab 1,000, mlm_probability=0.4", 512, 128, 1000, p=0.4, rates=True)
-    add(
-        "special_tokens_mask as 0/1 integers (as tokenizers return it), 64 × 32, vocab 500",
-        64,
-        32,
-        500,
-        ints=True,
-    )
-    add("batch 1, length 3 ([CLS] one token [SEP]), vocab 20", 1, 3, 20)
-    add(
-        "two calls with generators seeded alike (256 × 64, vocab 1,000) must agree",
-        256,
-        64,
-        1000,
-        calls=2,
-    )
+def check_mask_tokens(fn: Callable) -> bool:
+    """Grade `fn(input_ids, special_tokens_mask, vocab_size, mask_token_id, mlm_probability=0.15,
+    generator=None)` -> (inputs, labels): BERT's masking, as `bertcourse.data.mask_tokens`.
+
+    The answer is random, so it is judged by rules rather than compared with
+    one reference: shapes and dtype; labels -100 off the chosen positions and
+    the original id on them; [CLS], [SEP] and padding never chosen; unchosen
+    inputs unchanged; on large batches the rates (mlm_probability chosen; of
+    those 80% [MASK], 10% random, 10% unchanged); the same answer from
+    generators seeded alike. The learner's global random state is left alone.
+    """
+    if not callable(fn):
+        return _run_cases("check_mask_tokens", fn, [], _masking_problem)
     return _run_cases(
         "check_mask_tokens",
-        graded,
-        cases,
+        _with_seeded_generators(fn),
+        _masking_cases(),
         _masking_problem,
         (),
         "print the chosen mask, the inputs and the labels of a small batch and compare them "

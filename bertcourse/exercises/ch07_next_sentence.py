@@ -85,8 +85,26 @@ def _nsp_where(place: tuple[int, int]) -> str:
     return f"sentence {place[1]} of document {place[0]}"
 
 
+# One pair of an answer, checked for form: (number, tokens_a, tokens_b, label,
+# (document, sentence) of A, (document, sentence) of B).
+_NspPair = tuple[int, Sequence[int], Sequence[int], int, tuple[int, int], tuple[int, int]]
+
+
 def _nsp_problem(spec: _NspCase, answer: Any) -> Problem | None:
     """The first rule an answer of nsp_pairs breaks, with a hint that names it."""
+    pairs = _nsp_pairs(spec, answer)
+    if isinstance(pairs, Problem):
+        return pairs
+    return (
+        _nsp_coverage_problem(spec, pairs)
+        or _nsp_label_problem(pairs)
+        or _nsp_truncation_problem(spec, pairs)
+        or _nsp_balance_problem(pairs)
+    )
+
+
+def _nsp_pairs(spec: _NspCase, answer: Any) -> list[_NspPair] | Problem:
+    """The answer's pairs with where each side comes from, or the problem of the first bad one."""
     if not isinstance(answer, (list, tuple)):
         return Problem(
             [f"expected a list of (tokens_a, tokens_b, label) tuples, got {type(answer).__name__}"],
@@ -94,72 +112,88 @@ def _nsp_problem(spec: _NspCase, answer: Any) -> Problem | None:
         )
     pairs = []
     for number, pair in enumerate(answer):
-        if not isinstance(pair, (list, tuple)) or len(pair) != 3:
-            return Problem(
-                [f"pair {number} is {pair!r:.80}, not a (tokens_a, tokens_b, label) tuple"],
-                "append (tokens_a, tokens_b, label) for each pair.",
-            )
-        tokens_a, tokens_b, label = pair
-        label = _unwrap_scalar(label)
-        if label not in (0, 1) or isinstance(label, float):
-            return Problem(
-                [f"pair {number} has label {label!r}; labels are the ints 0 and 1"],
-                "0 means IsNext (B follows A), 1 means NotNext.",
-            )
-        if not isinstance(tokens_a, (list, tuple)) or not isinstance(tokens_b, (list, tuple)):
-            return Problem(
-                [f"pair {number}: tokens_a and tokens_b must be lists of token ids"],
-                "copy the sentences as lists: list(document[i]).",
-            )
-        if not tokens_a or not tokens_b:
-            side = "A" if not tokens_a else "B"
-            return Problem(
-                [
-                    f"pair {number}: segment {side} is empty ({len(tokens_a)} + {len(tokens_b)} tokens)"
-                ],
-                "every side needs at least one token. An empty side usually comes from the "
-                "truncation: remove tokens from the longer side, one at a time, until the pair "
-                "fits; that never empties a side.",
-            )
-        origin_a, origin_b = _nsp_origin(spec, tokens_a), _nsp_origin(spec, tokens_b)
-        if origin_a is None or origin_b is None:
-            return Problem(
-                [
-                    f"pair {number}: segment {'A' if origin_a is None else 'B'} is not a piece of one "
-                    "sentence of the documents"
-                ],
-                "each side is one sentence (or what truncation leaves of it), copied from the "
-                "documents you were given.",
-            )
-        pairs.append((number, tokens_a, tokens_b, int(label), origin_a, origin_b))
+        checked = _nsp_pair(spec, number, pair)
+        if isinstance(checked, Problem):
+            return checked
+        pairs.append(checked)
+    return pairs
 
+
+def _nsp_pair(spec: _NspCase, number: int, pair: Any) -> _NspPair | Problem:
+    """One (tokens_a, tokens_b, label) with its sides traced back, or what is wrong with its form."""
+    if not isinstance(pair, (list, tuple)) or len(pair) != 3:
+        return Problem(
+            [f"pair {number} is {pair!r:.80}, not a (tokens_a, tokens_b, label) tuple"],
+            "append (tokens_a, tokens_b, label) for each pair.",
+        )
+    tokens_a, tokens_b, label = pair
+    label = _unwrap_scalar(label)
+    if label not in (0, 1) or isinstance(label, float):
+        return Problem(
+            [f"pair {number} has label {label!r}; labels are the ints 0 and 1"],
+            "0 means IsNext (B follows A), 1 means NotNext.",
+        )
+    if not isinstance(tokens_a, (list, tuple)) or not isinstance(tokens_b, (list, tuple)):
+        return Problem(
+            [f"pair {number}: tokens_a and tokens_b must be lists of token ids"],
+            "copy the sentences as lists: list(document[i]).",
+        )
+    if not tokens_a or not tokens_b:
+        side = "A" if not tokens_a else "B"
+        return Problem(
+            [f"pair {number}: segment {side} is empty ({len(tokens_a)} + {len(tokens_b)} tokens)"],
+            "every side needs at least one token. An empty side usually comes from the "
+            "truncation: remove tokens from the longer side, one at a time, until the pair "
+            "fits; that never empties a side.",
+        )
+    origin_a, origin_b = _nsp_origin(spec, tokens_a), _nsp_origin(spec, tokens_b)
+    if origin_a is None or origin_b is None:
+        return Problem(
+            [
+                f"pair {number}: segment {'A' if origin_a is None else 'B'} is not a piece of one "
+                "sentence of the documents"
+            ],
+            "each side is one sentence (or what truncation leaves of it), copied from the "
+            "documents you were given.",
+        )
+    return number, tokens_a, tokens_b, int(label), origin_a, origin_b
+
+
+def _nsp_coverage_problem(spec: _NspCase, pairs: list[_NspPair]) -> Problem | None:
+    """A sentence with a next sentence that starts no pair, or one that starts two."""
     expected_firsts = {
         (d, s) for d, document in enumerate(spec.documents) for s in range(len(document) - 1)
     }
     firsts = [origin_a for _, _, _, _, origin_a, _ in pairs]
-    if sorted(firsts) != sorted(expected_firsts):
-        missing = sorted(expected_firsts - set(firsts))
-        extra = sorted(set(firsts) - expected_firsts) or sorted(
-            {f for f in firsts if firsts.count(f) > 1}
-        )
-        detail = (
-            f"no pair starts with {_nsp_where(missing[0])}"
-            if missing
-            else f"A = {_nsp_where(extra[0])} is not expected (or comes twice)"
-        )
-        return Problem(
-            [
-                f"expected {len(expected_firsts)} pairs, one per sentence that has a next "
-                f"sentence; got {len(pairs)}: {detail}"
-            ],
-            "loop over every document and over position in range(len(document) - 1): A is "
-            "document[position]; the last sentence of a document has no next sentence.",
-        )
+    if sorted(firsts) == sorted(expected_firsts):
+        return None
+    missing = sorted(expected_firsts - set(firsts))
+    extra = sorted(set(firsts) - expected_firsts) or sorted(
+        {f for f in firsts if firsts.count(f) > 1}
+    )
+    detail = (
+        f"no pair starts with {_nsp_where(missing[0])}"
+        if missing
+        else f"A = {_nsp_where(extra[0])} is not expected (or comes twice)"
+    )
+    return Problem(
+        [
+            f"expected {len(expected_firsts)} pairs, one per sentence that has a next "
+            f"sentence; got {len(pairs)}: {detail}"
+        ],
+        "loop over every document and over position in range(len(document) - 1): A is "
+        "document[position]; the last sentence of a document has no next sentence.",
+    )
 
-    def is_next(a: tuple[int, int], b: tuple[int, int]) -> bool:
-        return a[0] == b[0] and b[1] == a[1] + 1
 
-    next_but_labelled_1 = [p for p in pairs if p[3] == 1 and is_next(p[4], p[5])]
+def _nsp_is_next(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether sentence b comes right after sentence a in the same document."""
+    return a[0] == b[0] and b[1] == a[1] + 1
+
+
+def _nsp_label_problem(pairs: list[_NspPair]) -> Problem | None:
+    """Labels swapped, a NotNext B from A's document, or an IsNext B that does not follow A."""
+    next_but_labelled_1 = [p for p in pairs if p[3] == 1 and _nsp_is_next(p[4], p[5])]
     other_but_labelled_0 = [p for p in pairs if p[3] == 0 and p[4][0] != p[5][0]]
     if next_but_labelled_1 and other_but_labelled_0:
         number, _, _, _, a, b = next_but_labelled_1[0]
@@ -181,7 +215,7 @@ def _nsp_problem(spec: _NspCase, answer: Any) -> Problem | None:
                 "a NotNext B comes from another document: draw its index among the others, "
                 "e.g. other = rng.randrange(len(documents) - 1), plus 1 if other >= index.",
             )
-        if label == 0 and not is_next(a, b):
+        if label == 0 and not _nsp_is_next(a, b):
             where = "the same document" if b[0] == a[0] else "another document"
             return Problem(
                 [
@@ -191,6 +225,11 @@ def _nsp_problem(spec: _NspCase, answer: Any) -> Problem | None:
                 "an IsNext B is the sentence right after A: document[position + 1], not a "
                 "random sentence.",
             )
+    return None
+
+
+def _nsp_truncation_problem(spec: _NspCase, pairs: list[_NspPair]) -> Problem | None:
+    """A pair longer than max_tokens, or not cut to the lengths longest-first truncation leaves."""
     for number, tokens_a, tokens_b, _, a, b in pairs:
         total = len(tokens_a) + len(tokens_b)
         if total > spec.max_tokens:
@@ -215,19 +254,22 @@ def _nsp_problem(spec: _NspCase, answer: Any) -> Problem | None:
                 "truncate longest-first, one token at a time from the longer side, and only "
                 "while the pair is too long (a pair that fits keeps every token).",
             )
-    if len(pairs) >= _NSP_MIN_PAIRS_FOR_BALANCE:
-        rate = sum(p[3] for p in pairs) / len(pairs)
-        tolerance = _NSP_BALANCE_STANDARD_ERRORS * 0.5 / math.sqrt(len(pairs))
-        if abs(rate - 0.5) > tolerance:
-            return Problem(
-                [
-                    f"{rate:.1%} of the {len(pairs)} pairs are NotNext; expected 50% "
-                    f"(± {tolerance:.1%})"
-                ],
-                "flip a fair coin for each pair with the rng you are given: IsNext if "
-                "rng.random() < 0.5, else NotNext.",
-            )
     return None
+
+
+def _nsp_balance_problem(pairs: list[_NspPair]) -> Problem | None:
+    """Enough pairs, and a share of NotNext too far from 50%."""
+    if len(pairs) < _NSP_MIN_PAIRS_FOR_BALANCE:
+        return None
+    rate = sum(p[3] for p in pairs) / len(pairs)
+    tolerance = _NSP_BALANCE_STANDARD_ERRORS * 0.5 / math.sqrt(len(pairs))
+    if abs(rate - 0.5) <= tolerance:
+        return None
+    return Problem(
+        [f"{rate:.1%} of the {len(pairs)} pairs are NotNext; expected 50% (± {tolerance:.1%})"],
+        "flip a fair coin for each pair with the rng you are given: IsNext if "
+        "rng.random() < 0.5, else NotNext.",
+    )
 
 
 def check_nsp_pairs(fn: Callable) -> bool:

@@ -48,6 +48,10 @@ _GROUPS_FORMAT_HINT = (
 )
 
 
+# parameter id -> (group index, weight decay), once for every time the answer lists it
+_Placements = dict[int, list[tuple[int, float]]]
+
+
 def _parameter_groups_problem(weight_decay: float, answer: Any) -> Problem | None:
     """The first way the learner's groups would make AdamW decay the wrong parameters."""
     model, groups = answer
@@ -57,11 +61,19 @@ def _parameter_groups_problem(weight_decay: float, answer: Any) -> Problem | Non
             _GROUPS_FORMAT_HINT,
         )
     names = {id(p): name for name, p in model.named_parameters()}  # a shared tensor once
-    aliases: dict[int, list[str]] = {}
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        aliases.setdefault(id(parameter), []).append(name)
-    # parameter -> (group, weight decay), once per time the answer lists it
-    placed: dict[int, list[tuple[int, float]]] = {}
+    placed = _groups_placements(groups, names)
+    if isinstance(placed, Problem):
+        return placed
+    return (
+        _groups_repeat_problem(model, names, placed)
+        or _groups_missing_problem(names, placed)
+        or _groups_decay_problem(model, weight_decay, groups, names, placed)
+    )
+
+
+def _groups_placements(groups: list | tuple, names: dict[int, str]) -> _Placements | Problem:
+    """Where the groups put each parameter, or the first group that is not a proper one."""
+    placed: _Placements = {}
     for index, group in enumerate(groups):
         if not isinstance(group, dict) or "params" not in group:
             return Problem(
@@ -101,34 +113,57 @@ def _parameter_groups_problem(weight_decay: float, answer: Any) -> Problem | Non
                 )
             decay = group["weight_decay"]
             placed.setdefault(id(parameter), []).append((index, float(decay)))
+    return placed
 
+
+def _groups_repeat_problem(
+    model: torch.nn.Module, names: dict[int, str], placed: _Placements
+) -> Problem | None:
+    """A parameter listed more than once, a tied one (under several names) named as such."""
     repeated = {key: where for key, where in placed.items() if len(where) > 1}
-    if repeated:
-        key, where = next(iter(repeated.items()))
-        groups_text = " and ".join(str(index) for index, _ in where)
-        line = f"{names[key]} is listed {len(where)} times (groups {groups_text})"
-        if len(aliases[key]) > 1:
-            return Problem(
-                [line, f"it has {len(aliases[key])} names: {', '.join(aliases[key])}"],
-                "that is one tied tensor (the MLM decoder shares the word embeddings): list each "
-                "parameter once. model.named_parameters() skips repeats; "
-                "named_parameters(remove_duplicate=False) and state_dict() do not.",
-            )
+    if not repeated:
+        return None
+    aliases: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(parameter), []).append(name)
+    key, where = next(iter(repeated.items()))
+    groups_text = " and ".join(str(index) for index, _ in where)
+    line = f"{names[key]} is listed {len(where)} times (groups {groups_text})"
+    if len(aliases[key]) > 1:
         return Problem(
-            [line],
-            "each parameter belongs in exactly one group: decide decay or no decay with one "
-            "if/else per parameter, so no parameter lands in both lists.",
+            [line, f"it has {len(aliases[key])} names: {', '.join(aliases[key])}"],
+            "that is one tied tensor (the MLM decoder shares the word embeddings): list each "
+            "parameter once. model.named_parameters() skips repeats; "
+            "named_parameters(remove_duplicate=False) and state_dict() do not.",
         )
+    return Problem(
+        [line],
+        "each parameter belongs in exactly one group: decide decay or no decay with one "
+        "if/else per parameter, so no parameter lands in both lists.",
+    )
 
+
+def _groups_missing_problem(names: dict[int, str], placed: _Placements) -> Problem | None:
+    """Parameters of the model that no group holds."""
     missing = [name for key, name in names.items() if key not in placed]
-    if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        return Problem(
-            [f"{len(missing)} of the model's {len(names)} parameters are in no group: {shown}"],
-            "a parameter in no group is never updated: every parameter of "
-            "model.named_parameters() must go to exactly one of the groups.",
-        )
+    if not missing:
+        return None
+    shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    return Problem(
+        [f"{len(missing)} of the model's {len(names)} parameters are in no group: {shown}"],
+        "a parameter in no group is never updated: every parameter of "
+        "model.named_parameters() must go to exactly one of the groups.",
+    )
 
+
+def _groups_decay_problem(
+    model: torch.nn.Module,
+    weight_decay: float,
+    groups: list | tuple,
+    names: dict[int, str],
+    placed: _Placements,
+) -> Problem | None:
+    """Parameters with the wrong weight decay, or groups that AdamW itself refuses."""
     expected = {}
     for group in parameter_groups(model, weight_decay):
         for parameter in group["params"]:
@@ -138,46 +173,54 @@ def _parameter_groups_problem(weight_decay: float, answer: Any) -> Problem | Non
         for key, where in placed.items()
         if not math.isclose(where[0][1], expected[key], rel_tol=1e-9, abs_tol=1e-12)
     ]
-    if not wrong:
-        try:
-            torch.optim.AdamW(list(groups), lr=1e-3)
-        except Exception as error:
-            return Problem([f"torch.optim.AdamW(your_groups) fails: {_first_line(error)}"])
-        return None
+    if wrong:
+        return _groups_wrong_decay_problem(wrong, weight_decay)
+    try:
+        torch.optim.AdamW(list(groups), lr=1e-3)
+    except Exception as error:
+        return Problem([f"torch.optim.AdamW(your_groups) fails: {_first_line(error)}"])
+    return None
 
-    def problem(selected: list[tuple[str, float, float]], hint: str) -> Problem:
-        name, got, want = selected[0]
-        lines = [f"{name} has weight_decay {got:g}; expected {want:g}"]
-        if len(selected) > 1:
-            lines.append(f"({len(selected)} parameters like it)")
-        return Problem(lines, hint)
 
+def _groups_wrong_decay_problem(
+    wrong: list[tuple[str, float, float]], weight_decay: float
+) -> Problem:
+    """The kind of parameter that got the wrong decay, (name, got, expected) each, and why."""
     layer_norms = [w for w in wrong if "LayerNorm" in w[0] and w[1] != 0.0]
     if layer_norms:
-        return problem(
+        return _decay_mismatch(
             layer_norms,
             "LayerNorm parameters must not decay: pulling a LayerNorm gain towards 0 switches its "
             "unit off. Exclude every parameter of an nn.LayerNorm, its weight too, not only biases.",
         )
     biases = [w for w in wrong if w[0].endswith("bias") and w[1] != 0.0]
     if biases:
-        return problem(
+        return _decay_mismatch(
             biases,
             "biases must not decay (they shift, they do not scale): exclude every parameter whose "
             "name ends in 'bias', cls.predictions.bias included.",
         )
     undecayed = [w for w in wrong if w[1] == 0.0]
     if undecayed:
-        return problem(
+        return _decay_mismatch(
             undecayed,
             "weight matrices and embeddings do decay: only biases and LayerNorm parameters go to "
             "the group with weight_decay 0.",
         )
-    return problem(
+    return _decay_mismatch(
         wrong,
         f"use the weight_decay argument ({weight_decay:g}) for the decaying group instead of a "
         "fixed number.",
     )
+
+
+def _decay_mismatch(selected: list[tuple[str, float, float]], hint: str) -> Problem:
+    """The first of these (name, got, expected) parameters, how many share its fault, the hint."""
+    name, got, want = selected[0]
+    lines = [f"{name} has weight_decay {got:g}; expected {want:g}"]
+    if len(selected) > 1:
+        lines.append(f"({len(selected)} parameters like it)")
+    return Problem(lines, hint)
 
 
 def check_parameter_groups(fn: Callable) -> bool:
@@ -244,7 +287,24 @@ _ZERO_WARMUP_HINT = (
 
 def _schedule_problem(spec: _ScheduleCase, answer: Any) -> Problem | None:
     """Where the learner's multipliers leave BERT's schedule, with a hint that names the bug."""
-    w, total = spec.warmup_steps, spec.total_steps
+    values = _schedule_values(spec, answer)
+    if isinstance(values, Problem):
+        return values
+    wrong = [
+        i for i in range(len(spec.steps)) if abs(values[i] - spec.expected[i]) > _SCHEDULE_TOLERANCE
+    ]
+    if not wrong:
+        return None
+    return (
+        _schedule_warmup_problem(spec, values, wrong)
+        or _schedule_peak_problem(spec, values, wrong)
+        or _schedule_decay_problem(spec, values, wrong)
+        or _schedule_after_total_problem(spec, values, wrong)
+    )
+
+
+def _schedule_values(spec: _ScheduleCase, answer: Any) -> list[float] | Problem:
+    """The multipliers as floats, or the first step where there is no finite number."""
     values = []
     for step, value in zip(spec.steps, answer, strict=True):
         if isinstance(value, _RaisedZeroDivision):
@@ -263,83 +323,115 @@ def _schedule_problem(spec: _ScheduleCase, answer: Any) -> Problem | None:
                 [f"at step {step} your function returned a {type(value).__name__}, not a number"],
                 "return the multiplier as a Python float (e.g. 0.5), not a list or None.",
             )
-    steps, expected = spec.steps, spec.expected
-    for step, value in zip(steps, values, strict=True):
+    for step, value in zip(spec.steps, values, strict=True):
         if not math.isfinite(value):
-            hint = _ZERO_WARMUP_HINT if w == 0 else "a multiplier is a finite number in [0, 1]."
+            hint = (
+                _ZERO_WARMUP_HINT
+                if spec.warmup_steps == 0
+                else "a multiplier is a finite number in [0, 1]."
+            )
             return Problem([f"at step {step} your function returned {value}"], hint, nonfinite=True)
-    wrong = [i for i in range(len(steps)) if abs(values[i] - expected[i]) > _SCHEDULE_TOLERANCE]
-    if not wrong:
-        return None
+    return values
 
-    def lines(indices: list[int]) -> list[str]:
-        shown = [
-            f"step {steps[i]}: expected {expected[i]:.6g}, got {values[i]:.6g}" for i in indices
-        ]
-        return ["; ".join(shown[:3])]
 
+def _schedule_lines(spec: _ScheduleCase, values: list[float], indices: list[int]) -> list[str]:
+    """Expected and got at the first three of these steps, on one line."""
+    shown = [
+        f"step {spec.steps[i]}: expected {spec.expected[i]:.6g}, got {values[i]:.6g}"
+        for i in indices
+    ]
+    return ["; ".join(shown[:3])]
+
+
+def _schedule_warmup_problem(
+    spec: _ScheduleCase, values: list[float], wrong: list[int]
+) -> Problem | None:
+    """Wrong during the warm-up: one step early, no warm-up at all, or not linear from 0."""
+    steps, w = spec.steps, spec.warmup_steps
     in_warmup = [i for i in wrong if steps[i] < w]
-    if in_warmup:
-        warmup_indices = [i for i in range(len(steps)) if steps[i] < w]
-        if all(abs(values[i] - (steps[i] + 1) / w) <= _SCHEDULE_TOLERANCE for i in warmup_indices):
-            return Problem(
-                lines(in_warmup),
-                "off by one: the warm-up multiplier is step / warmup_steps, 0 at step 0 and exactly "
-                "1.0 at step warmup_steps; (step + 1) / warmup_steps peaks one step early.",
-            )
-        if values[in_warmup[0]] >= 1.0 - _SCHEDULE_TOLERANCE:
-            return Problem(
-                lines(in_warmup),
-                "there is no warm-up: for step < warmup_steps the multiplier must rise linearly "
-                "from 0 (step / warmup_steps) before the decay starts.",
-            )
+    if not in_warmup:
+        return None
+    warmup_indices = [i for i in range(len(steps)) if steps[i] < w]
+    if all(abs(values[i] - (steps[i] + 1) / w) <= _SCHEDULE_TOLERANCE for i in warmup_indices):
         return Problem(
-            lines(in_warmup),
-            "during the warm-up (step < warmup_steps) the multiplier is step / warmup_steps: "
-            "0 at step 0, rising linearly to 1.",
+            _schedule_lines(spec, values, in_warmup),
+            "off by one: the warm-up multiplier is step / warmup_steps, 0 at step 0 and exactly "
+            "1.0 at step warmup_steps; (step + 1) / warmup_steps peaks one step early.",
         )
-    at_peak = [i for i in wrong if steps[i] == w]
-    if at_peak:
+    if values[in_warmup[0]] >= 1.0 - _SCHEDULE_TOLERANCE:
         return Problem(
-            lines(at_peak),
-            f"off by one at the end of the warm-up: at step warmup_steps ({w}) the multiplier is "
-            "exactly 1.0, and the decay (total_steps - step) / (total_steps - warmup_steps) "
-            "starts from there.",
+            _schedule_lines(spec, values, in_warmup),
+            "there is no warm-up: for step < warmup_steps the multiplier must rise linearly "
+            "from 0 (step / warmup_steps) before the decay starts.",
         )
+    return Problem(
+        _schedule_lines(spec, values, in_warmup),
+        "during the warm-up (step < warmup_steps) the multiplier is step / warmup_steps: "
+        "0 at step 0, rising linearly to 1.",
+    )
+
+
+def _schedule_peak_problem(
+    spec: _ScheduleCase, values: list[float], wrong: list[int]
+) -> Problem | None:
+    """Wrong at step warmup_steps, where the multiplier is exactly 1."""
+    at_peak = [i for i in wrong if spec.steps[i] == spec.warmup_steps]
+    if not at_peak:
+        return None
+    return Problem(
+        _schedule_lines(spec, values, at_peak),
+        f"off by one at the end of the warm-up: at step warmup_steps ({spec.warmup_steps}) the "
+        "multiplier is exactly 1.0, and the decay (total_steps - step) / (total_steps - "
+        "warmup_steps) starts from there.",
+    )
+
+
+def _schedule_decay_problem(
+    spec: _ScheduleCase, values: list[float], wrong: list[int]
+) -> Problem | None:
+    """Wrong during the decay: a cosine, a floor above 0, or not linear."""
+    steps, w, total = spec.steps, spec.warmup_steps, spec.total_steps
     decaying = [i for i in wrong if w < steps[i] <= total]
-    if decaying:
-        decay_indices = [i for i in range(len(steps)) if w < steps[i] <= total]
+    if not decaying:
+        return None
+    decay_indices = [i for i in range(len(steps)) if w < steps[i] <= total]
 
-        def cosine(step: int) -> float:
-            return 0.5 * (1.0 + math.cos(math.pi * (step - w) / max(1, total - w)))
+    def cosine(step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * (step - w) / max(1, total - w)))
 
-        if all(abs(values[i] - cosine(steps[i])) <= _SCHEDULE_TOLERANCE for i in decay_indices):
-            return Problem(
-                lines(decaying),
-                "this is a cosine decay; BERT's schedule decays linearly: "
-                "(total_steps - step) / (total_steps - warmup_steps).",
-            )
-        at_end = [i for i in decay_indices if steps[i] == total]
-        if at_end and values[at_end[0]] > _SCHEDULE_TOLERANCE:
-            return Problem(
-                lines(sorted({decaying[0], at_end[0]})),
-                f"the multiplier must reach exactly 0 at step total_steps; yours stops at "
-                f"{values[at_end[0]]:.3g} (a floor). BERT's schedule decays all the way to 0.",
-            )
+    if all(abs(values[i] - cosine(steps[i])) <= _SCHEDULE_TOLERANCE for i in decay_indices):
         return Problem(
-            lines(decaying),
-            "after the warm-up the multiplier falls linearly from 1 at step warmup_steps to 0 at "
-            "step total_steps: (total_steps - step) / (total_steps - warmup_steps).",
+            _schedule_lines(spec, values, decaying),
+            "this is a cosine decay; BERT's schedule decays linearly: "
+            "(total_steps - step) / (total_steps - warmup_steps).",
         )
-    after = [i for i in wrong if steps[i] > total]
+    at_end = [i for i in decay_indices if steps[i] == total]
+    if at_end and values[at_end[0]] > _SCHEDULE_TOLERANCE:
+        return Problem(
+            _schedule_lines(spec, values, sorted({decaying[0], at_end[0]})),
+            f"the multiplier must reach exactly 0 at step total_steps; yours stops at "
+            f"{values[at_end[0]]:.3g} (a floor). BERT's schedule decays all the way to 0.",
+        )
+    return Problem(
+        _schedule_lines(spec, values, decaying),
+        "after the warm-up the multiplier falls linearly from 1 at step warmup_steps to 0 at "
+        "step total_steps: (total_steps - step) / (total_steps - warmup_steps).",
+    )
+
+
+def _schedule_after_total_problem(
+    spec: _ScheduleCase, values: list[float], wrong: list[int]
+) -> Problem:
+    """Wrong past total_steps: negative, or not 0."""
+    after = [i for i in wrong if spec.steps[i] > spec.total_steps]
     if any(values[i] < 0 for i in after):
         negative = [i for i in after if values[i] < 0]
         return Problem(
-            lines(negative),
+            _schedule_lines(spec, values, negative),
             "past total_steps the linear formula goes negative, and a negative learning rate "
             "climbs the loss: clamp it, max(0.0, ...).",
         )
-    return Problem(lines(after), "past total_steps the multiplier stays 0.")
+    return Problem(_schedule_lines(spec, values, after), "past total_steps the multiplier stays 0.")
 
 
 def check_warmup_schedule(fn: Callable) -> bool:

@@ -65,6 +65,64 @@ def _head_problem(expected: Any, answer: Any) -> Problem | None:
     return None
 
 
+def _head_case(
+    description: str,
+    seed: int,
+    batch: int,
+    hidden: int,
+    num_labels: int,
+    with_labels: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> Case:
+    """Pooled outputs, a random head, class labels (or float ones for one label), the answer."""
+    generator = torch.Generator().manual_seed(seed)
+    pooled = torch.randn(batch, hidden, generator=generator, dtype=dtype).tanh()
+    weight = torch.randn(num_labels, hidden, generator=generator, dtype=dtype)
+    bias = torch.randn(num_labels, generator=generator, dtype=dtype)
+    labels = None
+    if with_labels:
+        labels = (
+            torch.rand(batch, generator=generator, dtype=dtype) * 5
+            if num_labels == 1
+            else torch.randint(num_labels, (batch,), generator=generator)
+        )
+    args = (pooled, weight, bias, labels)
+    return Case(description, args, _classification_head(*args))
+
+
+_HEAD_MISTAKES = [
+    Mistake(
+        "the bias is missing: logits = pooled_output @ weight.T + bias.",
+        lambda p, w, b, y=None: _classification_head(p, w, torch.zeros_like(b), y),
+    ),
+    Mistake(
+        "softmax applied before F.cross_entropy, which applies log-softmax itself: pass the "
+        "raw logits.",
+        lambda p, w, b, y=None: (
+            p @ w.T + b,
+            None if y is None else F.cross_entropy((p @ w.T + b).softmax(-1), y),
+        ),
+    ),
+    Mistake(
+        "the loss is summed over the batch; BERT's loss is the mean (reduction='mean').",
+        lambda p, w, b, y=None: (
+            p @ w.T + b,
+            None if y is None else F.cross_entropy(p @ w.T + b, y, reduction="sum"),
+        ),
+    ),
+    Mistake(
+        "with num_labels == 1, compare logits[:, 0] (shape (B,)) with the labels: a (B, 1) "
+        "minus (B,) broadcasts to (B, B), which averages the wrong differences.",
+        lambda p, w, b, y=None: (
+            p @ w.T + b,
+            None
+            if y is None
+            else F.mse_loss((p @ w.T + b).expand(-1, len(y)), y.expand(len(y), -1)),
+        ),
+    ),
+]
+
+
 def check_classification_head(fn: Callable) -> bool:
     """Grade `fn(pooled_output, weight, bias, labels=None)` -> (logits, loss).
 
@@ -74,66 +132,21 @@ def check_classification_head(fn: Callable) -> bool:
     num_labels == 1 the mean squared error of logits[:, 0] against float
     labels (regression); loss None when labels is None.
     """
-
-    def case(description, seed, batch, hidden, num_labels, with_labels=True, dtype=torch.float32):
-        generator = torch.Generator().manual_seed(seed)
-        pooled = torch.randn(batch, hidden, generator=generator, dtype=dtype).tanh()
-        weight = torch.randn(num_labels, hidden, generator=generator, dtype=dtype)
-        bias = torch.randn(num_labels, generator=generator, dtype=dtype)
-        labels = None
-        if with_labels:
-            labels = (
-                torch.rand(batch, generator=generator, dtype=dtype) * 5
-                if num_labels == 1
-                else torch.randint(num_labels, (batch,), generator=generator)
-            )
-        args = (pooled, weight, bias, labels)
-        return Case(description, args, _classification_head(*args))
-
     cases = [
-        case("batch 4, hidden 8, 3 labels", 0, 4, 8, 3),
-        case("batch 5, hidden 16, 2 labels, no labels given", 1, 5, 16, 2, with_labels=False),
-        case("batch 7, hidden 12, 5 labels, float64", 2, 7, 12, 5, dtype=torch.float64),
-        case("regression: batch 6, hidden 8, num_labels 1, float labels in [0, 5]", 3, 6, 8, 1),
-        case("batch 1, hidden 4, 4 labels", 4, 1, 4, 4),
-    ]
-    mistakes = [
-        Mistake(
-            "the bias is missing: logits = pooled_output @ weight.T + bias.",
-            lambda p, w, b, y=None: _classification_head(p, w, torch.zeros_like(b), y),
+        _head_case("batch 4, hidden 8, 3 labels", 0, 4, 8, 3),
+        _head_case("batch 5, hidden 16, 2 labels, no labels given", 1, 5, 16, 2, with_labels=False),
+        _head_case("batch 7, hidden 12, 5 labels, float64", 2, 7, 12, 5, dtype=torch.float64),
+        _head_case(
+            "regression: batch 6, hidden 8, num_labels 1, float labels in [0, 5]", 3, 6, 8, 1
         ),
-        Mistake(
-            "softmax applied before F.cross_entropy, which applies log-softmax itself: pass the "
-            "raw logits.",
-            lambda p, w, b, y=None: (
-                p @ w.T + b,
-                None if y is None else F.cross_entropy((p @ w.T + b).softmax(-1), y),
-            ),
-        ),
-        Mistake(
-            "the loss is summed over the batch; BERT's loss is the mean (reduction='mean').",
-            lambda p, w, b, y=None: (
-                p @ w.T + b,
-                None if y is None else F.cross_entropy(p @ w.T + b, y, reduction="sum"),
-            ),
-        ),
-        Mistake(
-            "with num_labels == 1, compare logits[:, 0] (shape (B,)) with the labels: a (B, 1) "
-            "minus (B,) broadcasts to (B, B), which averages the wrong differences.",
-            lambda p, w, b, y=None: (
-                p @ w.T + b,
-                None
-                if y is None
-                else F.mse_loss((p @ w.T + b).expand(-1, len(y)), y.expand(len(y), -1)),
-            ),
-        ),
+        _head_case("batch 1, hidden 4, 4 labels", 4, 1, 4, 4),
     ]
     return _run_cases(
         "check_classification_head",
         fn,
         cases,
         _head_problem,
-        mistakes,
+        _HEAD_MISTAKES,
         "print the shapes: pooled_output (B, H), weight (num_labels, H), logits (B, num_labels).",
     )
 

@@ -55,6 +55,77 @@ def _pair_problem(expected: Any, answer: Any) -> Problem | None:
     return None
 
 
+_CLS_ID, _SEP_ID = 101, 102
+
+
+def _pair_case(description: str, length_a: int, length_b: int, max_length: int) -> Case:
+    """A of 1000, 1001, ..., B of 2000, 2001, ..., and the reference encoding."""
+    ids_a = list(range(1000, 1000 + length_a))
+    ids_b = list(range(2000, 2000 + length_b))
+    args = (ids_a, ids_b, max_length, _CLS_ID, _SEP_ID)
+    return Case(description, args, _pair_encoding(*args))
+
+
+def _pair_untruncated(a: list[int], b: list[int], c: int, s: int) -> tuple[list[int], list[int]]:
+    """[CLS] A [SEP] B [SEP] and its segment ids, however long."""
+    return [c, *a, s, *b, s], [0] * (len(a) + 2) + [1] * (len(b) + 1)
+
+
+def _pair_one_at_a_time(
+    a: list[int], b: list[int], max_length: int, c: int, s: int
+) -> tuple[list[int], list[int]]:
+    """Truncation one token at a time from the longer side, B on a tie."""
+    a, b = list(a), list(b)
+    while len(a) + len(b) > max_length - 3:
+        (a if len(a) > len(b) else b).pop()
+    return [c, *a, s, *b, s], [0] * (len(a) + 2) + [1] * (len(b) + 1)
+
+
+def _pair_cut_from_the_start(
+    a: list[int], b: list[int], max_length: int, c: int, s: int
+) -> tuple[list[int], list[int]]:
+    """The reference truncation, but cutting tokens from the start of each side."""
+    ids, segments = _pair_encoding(a[::-1], b[::-1], max_length, c, s)
+    n_a = segments.count(0) - 2
+    return [c, *ids[1 : 1 + n_a][::-1], s, *ids[2 + n_a : -1][::-1], s], segments
+
+
+def _pair_middle_sep_in_b(
+    a: list[int], b: list[int], max_length: int, c: int, s: int
+) -> tuple[list[int], list[int]]:
+    """The reference ids, with the first [SEP] counted in segment 1."""
+    ids, segments = _pair_encoding(a, b, max_length, c, s)
+    ones = len([x for x in segments if x])
+    return ids, [0] * (len(ids) - ones - 1) + [1] * (ones + 1)
+
+
+_PAIR_ENCODING_MISTAKES = [
+    Mistake(
+        "the pair is not truncated to max_length: cut the longer side first.",
+        lambda a, b, m, c, s: _pair_untruncated(a, b, c, s),
+    ),
+    Mistake(
+        "max_length counts the 3 special tokens too: the room for A and B is max_length - 3.",
+        lambda a, b, m, c, s: _pair_encoding(a, b, m + 3, c, s),
+    ),
+    Mistake(
+        "tokens are cut from the end of a sequence, not from its start.",
+        _pair_cut_from_the_start,
+    ),
+    Mistake(
+        "only B is truncated: longest-first cuts the longer side (and both when needed).",
+        lambda a, b, m, c, s: _pair_untruncated(a, b[: max(0, m - 3 - len(a))], c, s),
+    ),
+    Mistake(
+        "removing one token at a time from the longer side gives the odd token to B on a "
+        "tie; the reference rule gives each half of the room and the odd token to the "
+        "longer one (to A when they tie).",
+        _pair_one_at_a_time,
+    ),
+    Mistake("the first [SEP] belongs to segment 0: segment 1 is B [SEP].", _pair_middle_sep_in_b),
+]
+
+
 def check_pair_encoding(fn: Callable) -> bool:
     """Grade `fn(ids_a, ids_b, max_length, cls_id, sep_id)` -> (input_ids, token_type_ids).
 
@@ -65,81 +136,20 @@ def check_pair_encoding(fn: Callable) -> bool:
     side is kept whole when the longer one can take the rest, else each gets
     half of the room, the odd token to the longer one.
     """
-    cls_id, sep_id = 101, 102
-
-    def case(description, length_a, length_b, max_length):
-        ids_a = list(range(1000, 1000 + length_a))
-        ids_b = list(range(2000, 2000 + length_b))
-        args = (ids_a, ids_b, max_length, cls_id, sep_id)
-        return Case(description, args, _pair_encoding(*args))
-
     cases = [
-        case("A of 5 and B of 4 tokens, max_length 20 (fits)", 5, 4, 20),
-        case("A of 30, B of 6, max_length 24: only A is cut", 30, 6, 24),
-        case("A of 4, B of 40, max_length 20: only B is cut", 4, 40, 20),
-        case("A of 20, B of 20, max_length 16: both cut, half each", 20, 20, 16),
-        case("A of 9, B of 9, max_length 12 (room 9, odd): the odd token", 9, 9, 12),
-        case("A of 30, B of 12, max_length 17 (both cut, B longer than half)", 30, 12, 17),
-    ]
-
-    def one_at_a_time(a, b, max_length, c, s):
-        a, b = list(a), list(b)
-        while len(a) + len(b) > max_length - 3:
-            (a if len(a) > len(b) else b).pop()
-        return [c, *a, s, *b, s], [0] * (len(a) + 2) + [1] * (len(b) + 1)
-
-    def cut_from_the_start(a, b, max_length, c, s):
-        ids, segments = _pair_encoding(a[::-1], b[::-1], max_length, c, s)
-        n_a = segments.count(0) - 2
-        return [c, *ids[1 : 1 + n_a][::-1], s, *ids[2 + n_a : -1][::-1], s], segments
-
-    def pair(a, b, c, s, segment_of_middle=0):
-        segments = [0] * (len(a) + 1) + [segment_of_middle] + [1] * (len(b) + 1)
-        return [c, *a, s, *b, s], segments
-
-    mistakes = [
-        Mistake(
-            "the pair is not truncated to max_length: cut the longer side first.",
-            lambda a, b, m, c, s: pair(a, b, c, s),
-        ),
-        Mistake(
-            "max_length counts the 3 special tokens too: the room for A and B is max_length - 3.",
-            lambda a, b, m, c, s: _pair_encoding(a, b, m + 3, c, s),
-        ),
-        Mistake(
-            "tokens are cut from the end of a sequence, not from its start.",
-            cut_from_the_start,
-        ),
-        Mistake(
-            "only B is truncated: longest-first cuts the longer side (and both when needed).",
-            lambda a, b, m, c, s: pair(a, b[: max(0, m - 3 - len(a))], c, s),
-        ),
-        Mistake(
-            "removing one token at a time from the longer side gives the odd token to B on a "
-            "tie; the reference rule gives each half of the room and the odd token to the "
-            "longer one (to A when they tie).",
-            one_at_a_time,
-        ),
-        Mistake(
-            "the first [SEP] belongs to segment 0: segment 1 is B [SEP].",
-            lambda a, b, m, c, s: (
-                _pair_encoding(a, b, m, c, s)[0],
-                [0]
-                * (
-                    len(_pair_encoding(a, b, m, c, s)[0])
-                    - len([x for x in _pair_encoding(a, b, m, c, s)[1] if x])
-                    - 1
-                )
-                + [1] * (len([x for x in _pair_encoding(a, b, m, c, s)[1] if x]) + 1),
-            ),
-        ),
+        _pair_case("A of 5 and B of 4 tokens, max_length 20 (fits)", 5, 4, 20),
+        _pair_case("A of 30, B of 6, max_length 24: only A is cut", 30, 6, 24),
+        _pair_case("A of 4, B of 40, max_length 20: only B is cut", 4, 40, 20),
+        _pair_case("A of 20, B of 20, max_length 16: both cut, half each", 20, 20, 16),
+        _pair_case("A of 9, B of 9, max_length 12 (room 9, odd): the odd token", 9, 9, 12),
+        _pair_case("A of 30, B of 12, max_length 17 (both cut, B longer than half)", 30, 12, 17),
     ]
     return _run_cases(
         "check_pair_encoding",
         fn,
         cases,
         _pair_problem,
-        mistakes,
+        _PAIR_ENCODING_MISTAKES,
         "print your ids for case 1 next to [CLS] A [SEP] B [SEP].",
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 from collections.abc import Callable
@@ -11,7 +10,7 @@ from typing import Any
 import torch
 
 from ..finetune import IGNORE_INDEX
-from ._grading import Case, Mistake, Problem, _run_cases
+from ._grading import Case, Mistake, Problem, _run_cases, _variant
 
 __all__ = [
     "check_align_labels",
@@ -70,72 +69,85 @@ def _align_problem(expected: list[int], got: Any) -> Problem | None:
     )
 
 
-def check_align_labels(fn: Callable) -> bool:
-    """Grade `fn(word_ids, word_labels)` -> one label per token: the word's label on its first
-    sub-word, -100 on the later sub-words and on special tokens and padding (word id None).
+def _align_case(description: str, word_ids: list, word_labels: list) -> Case:
+    """A case whose expected labels come from the reference alignment."""
+    return Case(description, (word_ids, word_labels), _align(word_ids, word_labels))
 
-    A word label of -100 (unknown) passes through. As `bertcourse.finetune.align_word_labels`.
-    """
 
-    def case(description: str, word_ids: list, word_labels: list) -> Case:
-        return Case(description, (word_ids, word_labels), _align(word_ids, word_labels))
-
+def _align_cases() -> list[Case]:
+    """Split words, word id 0 split, padding, an unknown label, a truncated word, many words."""
     generator = random.Random(11)
     many_ids: list = [None]
     for word in range(30):
         many_ids += [word] * generator.randint(1, 4)
     many_ids.append(None)
     many_labels = [generator.randrange(5) for _ in range(30)]
-    cases = [
-        case(
+    return [
+        _align_case(
             "[CLS] 4 words, the second split into 3 sub-words [SEP]",
             [None, 0, 1, 1, 1, 2, 3, None],
             [1, 0, 3, 0],
         ),
-        case(
+        _align_case(
             "the first word (word id 0) split into 2 sub-words", [None, 0, 0, 1, 2, None], [3, 0, 1]
         ),
-        case("padding after [SEP] (word id None)", [None, 0, 1, 1, 2, None, None, None], [0, 1, 2]),
-        case(
+        _align_case(
+            "padding after [SEP] (word id None)", [None, 0, 1, 1, 2, None, None, None], [0, 1, 2]
+        ),
+        _align_case(
             "a word whose label is -100 (unknown) stays -100",
             [None, 0, 0, 1, 2, 2, None],
             [IGNORE_INDEX, 1, 2],
         ),
-        case("truncated: the last word lost", [None, 0, 1, 1, 2, None], [0, 3, 4, 1]),
-        case("30 words of 1 to 4 sub-words", many_ids, many_labels),
+        _align_case("truncated: the last word lost", [None, 0, 1, 1, 2, None], [0, 3, 4, 1]),
+        _align_case("30 words of 1 to 4 sub-words", many_ids, many_labels),
     ]
-    mistakes = [
-        Mistake(
-            "only the first sub-word of a word gets the word's label; the later sub-words get "
-            "-100, so each word counts once in the loss and the metric.",
-            functools.partial(_align, subwords="all"),
-        ),
-        Mistake(
-            "the label goes on the *first* sub-word of each word (a new word id, different from "
-            "the previous token's), not on its last.",
-            functools.partial(_align, subwords="last"),
-        ),
-        Mistake(
-            "word id 0 is the first word, not a special token: test `word is None`, not "
-            "`not word`.",
-            functools.partial(_align, zero_is_word=False),
-        ),
-        Mistake(
-            "special tokens and padding (word id None) get -100, not 0: 0 is the label 'O', and "
-            "the loss would learn to predict it on [CLS] and [SEP].",
-            functools.partial(_align, special=0),
-        ),
-        Mistake(
-            "a word label of -100 (unknown) passes through unchanged: the loss must skip that word.",
-            functools.partial(_align, keep_unknown=False),
-        ),
-    ]
+
+
+_ALIGN_MISTAKES = [
+    _variant(
+        "only the first sub-word of a word gets the word's label; the later sub-words get "
+        "-100, so each word counts once in the loss and the metric.",
+        _align,
+        subwords="all",
+    ),
+    _variant(
+        "the label goes on the *first* sub-word of each word (a new word id, different from "
+        "the previous token's), not on its last.",
+        _align,
+        subwords="last",
+    ),
+    _variant(
+        "word id 0 is the first word, not a special token: test `word is None`, not `not word`.",
+        _align,
+        zero_is_word=False,
+    ),
+    _variant(
+        "special tokens and padding (word id None) get -100, not 0: 0 is the label 'O', and "
+        "the loss would learn to predict it on [CLS] and [SEP].",
+        _align,
+        special=0,
+    ),
+    _variant(
+        "a word label of -100 (unknown) passes through unchanged: the loss must skip that word.",
+        _align,
+        keep_unknown=False,
+    ),
+]
+
+
+def check_align_labels(fn: Callable) -> bool:
+    """Grade `fn(word_ids, word_labels)` -> one label per token: the word's label on its first
+    sub-word, -100 on the later sub-words and on special tokens and padding (word id None).
+
+    A word label of -100 (unknown) passes through. As `bertcourse.finetune.align_word_labels`.
+    """
     return _run_cases(
         "check_align_labels",
         fn,
-        cases,
+        _align_cases(),
         _align_problem,
-        mistakes,
+        _ALIGN_MISTAKES,
         "walk through word_ids by hand: None -> -100; a new word id -> that word's label; the "
         "same id as the token before -> -100.",
     )
@@ -215,80 +227,85 @@ def _span_problem(expected: tuple, got: Any) -> Problem | None:
     return None
 
 
-def check_best_span(fn: Callable) -> bool:
-    """Grade `fn(start_logits, end_logits, context_mask, max_answer_length)` -> (start, end, score).
+def _window(question: int, context: int) -> torch.Tensor:
+    """[CLS] question [SEP] context [SEP]: True on the context tokens."""
+    mask = torch.zeros(question + context + 3, dtype=torch.bool)
+    mask[question + 2 : question + 2 + context] = True
+    return mask
 
-    The best span of one window: start <= end, at most max_answer_length tokens, both ends context
-    tokens (context_mask True), maximising p_start(start) * p_end(end) with each p a softmax over
-    the context tokens; the score is that product. As `bertcourse.finetune.best_span`.
-    """
 
-    def window(question: int, context: int) -> torch.Tensor:
-        """[CLS] question [SEP] context [SEP]: True on the context tokens."""
-        mask = torch.zeros(question + context + 3, dtype=torch.bool)
-        mask[question + 2 : question + 2 + context] = True
-        return mask
+def _peaks(length: int, peaks: dict[int, float], base: float = 0.0) -> list[float]:
+    """Logits equal to `base` but at the positions given."""
+    values = [base] * length
+    for position, value in peaks.items():
+        values[position] = value
+    return values
 
-    def case(description, start_logits, end_logits, mask, max_answer_length) -> Case:
-        start_logits = torch.tensor(start_logits, dtype=torch.float32)
-        end_logits = torch.tensor(end_logits, dtype=torch.float32)
-        args = (start_logits, end_logits, mask, max_answer_length)
-        return Case(description, args, _spans(*args))
 
-    def logits(length, peaks, base=0.0):
-        values = [base] * length
-        for position, value in peaks.items():
-            values[position] = value
-        return values
+def _span_case(
+    description: str,
+    start_logits: list[float],
+    end_logits: list[float],
+    mask: torch.Tensor,
+    max_answer_length: int,
+) -> Case:
+    """A case whose expected span comes from the brute-force search."""
+    start_logits = torch.tensor(start_logits, dtype=torch.float32)
+    end_logits = torch.tensor(end_logits, dtype=torch.float32)
+    args = (start_logits, end_logits, mask, max_answer_length)
+    return Case(description, args, _spans(*args))
 
-    mask = window(3, 10)  # context tokens 5..14
+
+def _best_span_cases() -> list[Case]:
+    """Clear peaks, the traps (end before start, too long, in the question), random logits."""
+    mask = _window(3, 10)  # context tokens 5..14
     generator = torch.Generator().manual_seed(11)
-    random_mask = window(6, 30)
-    cases = [
-        case(
+    random_mask = _window(6, 30)
+    return [
+        _span_case(
             "a clear answer: start peak at 7, end peak at 9",
-            logits(16, {7: 5.0}),
-            logits(16, {9: 5.0}),
+            _peaks(16, {7: 5.0}),
+            _peaks(16, {9: 5.0}),
             mask,
             30,
         ),
-        case(
+        _span_case(
             "the best end (6) lies before the best start (10)",
-            logits(16, {10: 6.0, 7: 4.0}),
-            logits(16, {6: 6.0, 12: 4.0}),
+            _peaks(16, {10: 6.0, 7: 4.0}),
+            _peaks(16, {6: 6.0, 12: 4.0}),
             mask,
             30,
         ),
-        case(
+        _span_case(
             "the best pair (5, 14) is 10 tokens long, max_answer_length 4",
-            logits(16, {5: 6.0, 11: 3.0}),
-            logits(16, {14: 6.0, 13: 3.0}),
+            _peaks(16, {5: 6.0, 11: 3.0}),
+            _peaks(16, {14: 6.0, 13: 3.0}),
             mask,
             4,
         ),
-        case(
+        _span_case(
             "the best span is exactly max_answer_length 4 tokens long (6 to 9), one more would "
             "score higher",
-            logits(16, {6: 6.0, 5: 6.5}),
-            logits(16, {9: 6.0}),
+            _peaks(16, {6: 6.0, 5: 6.5}),
+            _peaks(16, {9: 6.0}),
             mask,
             4,
         ),
-        case(
+        _span_case(
             "the highest logits are on question tokens (1 and 2) and [CLS]",
-            logits(16, {0: 9.0, 1: 9.0, 8: 3.0}),
-            logits(16, {0: 9.0, 2: 9.0, 10: 3.0}),
+            _peaks(16, {0: 9.0, 1: 9.0, 8: 3.0}),
+            _peaks(16, {0: 9.0, 2: 9.0, 10: 3.0}),
             mask,
             30,
         ),
-        case(
+        _span_case(
             "random logits, 6 question and 30 context tokens, max_answer_length 5",
             torch.randn(39, generator=generator).mul(3).tolist(),
             torch.randn(39, generator=generator).mul(3).tolist(),
             random_mask,
             5,
         ),
-        case(
+        _span_case(
             "random logits, 6 question and 30 context tokens, max_answer_length 30",
             torch.randn(39, generator=generator).mul(2).tolist(),
             torch.randn(39, generator=generator).mul(2).tolist(),
@@ -296,46 +313,64 @@ def check_best_span(fn: Callable) -> bool:
             30,
         ),
     ]
-    mistakes = [
-        Mistake(
-            "the best start and the best end taken separately need not form a span: search the "
-            "pairs (start, end) with start <= end < start + max_answer_length.",
-            _independent_argmax,
-        ),
-        Mistake(
-            "an answer cannot end before it starts: only pairs with end >= start are spans.",
-            functools.partial(_spans, ordered=False),
-        ),
-        Mistake(
-            "spans longer than max_answer_length tokens are not allowed.",
-            functools.partial(_spans, length_check="none"),
-        ),
-        Mistake(
-            "a span from start to end has end - start + 1 tokens: it must be at most "
-            "max_answer_length, so end < start + max_answer_length (one token too many allowed).",
-            functools.partial(_spans, length_check="<="),
-        ),
-        Mistake(
-            "both ends must be context tokens (context_mask): an answer never starts or ends in "
-            "the question, [CLS] or [SEP].",
-            functools.partial(_spans, use_mask=False, softmax_over="all"),
-        ),
-        Mistake(
-            "take each softmax over the context tokens only (mask the others out first), so the "
-            "question's logits do not change the score.",
-            functools.partial(_spans, softmax_over="all"),
-        ),
-        Mistake(
-            "the score is a probability, p_start(start) * p_end(end), not the sum of the logits "
-            "(the argmax is the same, the score is not).",
-            functools.partial(_spans, score="logits"),
-        ),
-    ]
+
+
+_BEST_SPAN_MISTAKES = [
+    Mistake(
+        "the best start and the best end taken separately need not form a span: search the "
+        "pairs (start, end) with start <= end < start + max_answer_length.",
+        _independent_argmax,
+    ),
+    _variant(
+        "an answer cannot end before it starts: only pairs with end >= start are spans.",
+        _spans,
+        ordered=False,
+    ),
+    _variant(
+        "spans longer than max_answer_length tokens are not allowed.",
+        _spans,
+        length_check="none",
+    ),
+    _variant(
+        "a span from start to end has end - start + 1 tokens: it must be at most "
+        "max_answer_length, so end < start + max_answer_length (one token too many allowed).",
+        _spans,
+        length_check="<=",
+    ),
+    _variant(
+        "both ends must be context tokens (context_mask): an answer never starts or ends in "
+        "the question, [CLS] or [SEP].",
+        _spans,
+        use_mask=False,
+        softmax_over="all",
+    ),
+    _variant(
+        "take each softmax over the context tokens only (mask the others out first), so the "
+        "question's logits do not change the score.",
+        _spans,
+        softmax_over="all",
+    ),
+    _variant(
+        "the score is a probability, p_start(start) * p_end(end), not the sum of the logits "
+        "(the argmax is the same, the score is not).",
+        _spans,
+        score="logits",
+    ),
+]
+
+
+def check_best_span(fn: Callable) -> bool:
+    """Grade `fn(start_logits, end_logits, context_mask, max_answer_length)` -> (start, end, score).
+
+    The best span of one window: start <= end, at most max_answer_length tokens, both ends context
+    tokens (context_mask True), maximising p_start(start) * p_end(end) with each p a softmax over
+    the context tokens; the score is that product. As `bertcourse.finetune.best_span`.
+    """
     return _run_cases(
         "check_best_span",
         fn,
-        cases,
+        _best_span_cases(),
         _span_problem,
-        mistakes,
+        _BEST_SPAN_MISTAKES,
         "print your candidate spans and their scores for a small window and check each rule.",
     )
