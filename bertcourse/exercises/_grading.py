@@ -208,6 +208,15 @@ def _header(check_name: str, where: str) -> str:
     return f"✗ {check_name}: {where}"
 
 
+def _require_callable(check_name: str, fn: object) -> None:
+    """Stop at once, naming the fix, when a checker gets something other than a function."""
+    if not callable(fn):
+        raise ExerciseFailed(
+            f"✗ {check_name} expects your function itself, e.g. {check_name}(my_function), "
+            f"got {type(fn).__name__}."
+        )
+
+
 def _run_cases(
     check_name: str,
     fn: Callable,
@@ -217,11 +226,7 @@ def _run_cases(
     default_hint: str = DEFAULT_HINT,
 ) -> bool:
     """Try every case; on the first failure raise ExerciseFailed with the best hint available."""
-    if not callable(fn):
-        raise ExerciseFailed(
-            f"✗ {check_name} expects your function itself, e.g. {check_name}(my_function), "
-            f"got {type(fn).__name__}."
-        )
+    _require_callable(check_name, fn)
     name = getattr(fn, "__name__", "your function")
     for number, case in enumerate(cases, 1):
         where = f"case {number} of {len(cases)}: {case.description}"
@@ -355,11 +360,6 @@ _MINUS_INF = (
     "NaN: a row whose keys are all masked gets -inf everywhere, and softmax of all -inf is NaN. "
     "Use torch.finfo(dtype).min, the most negative finite number, as in the chapter."
 )
-
-
-# ----------------------------------------------------------------------------
-# Comparing answers
-# ----------------------------------------------------------------------------
 
 
 def _tolerance(dtype: torch.dtype) -> tuple[float, float]:

@@ -10,7 +10,15 @@ from typing import Any
 
 import torch
 
-from ._grading import Case, Problem, _first_index, _fmt_index, _fmt_shape, _run_cases
+from ._grading import (
+    Case,
+    Problem,
+    _first_index,
+    _fmt_index,
+    _fmt_shape,
+    _require_callable,
+    _run_cases,
+)
 
 __all__ = [
     "check_mask_tokens",
@@ -324,8 +332,7 @@ def check_mask_tokens(fn: Callable) -> bool:
     those 80% [MASK], 10% random, 10% unchanged); the same answer from
     generators seeded alike. The learner's global random state is left alone.
     """
-    if not callable(fn):
-        return _run_cases("check_mask_tokens", fn, [], _masking_problem)
+    _require_callable("check_mask_tokens", fn)
     return _run_cases(
         "check_mask_tokens",
         _with_seeded_generators(fn),

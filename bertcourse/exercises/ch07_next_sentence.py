@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data import truncate_pair
-from ._grading import Case, Problem, _run_cases, _unwrap_scalar
+from ._grading import Case, Problem, _require_callable, _run_cases, _unwrap_scalar
 
 __all__ = [
     "check_nsp_pairs",
@@ -282,8 +282,7 @@ def check_nsp_pairs(fn: Callable) -> bool:
     checker checks rules instead of comparing with one answer: every token id of its
     synthetic documents says which document and sentence it comes from.
     """
-    if not callable(fn):
-        return _run_cases("check_nsp_pairs", fn, [], _nsp_problem)
+    _require_callable("check_nsp_pairs", fn)
 
     @functools.wraps(fn)
     def with_fresh_rng(documents: list, seed: int, max_tokens: int) -> Any:

@@ -13,7 +13,16 @@ import torch
 from ..config import BertConfig
 from ..model import BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertModel
 from ..training import linear_warmup_decay, parameter_groups
-from ._grading import Case, Problem, _first_line, _fmt_shape, _location, _run_cases, _unwrap_scalar
+from ._grading import (
+    Case,
+    Problem,
+    _first_line,
+    _fmt_shape,
+    _location,
+    _require_callable,
+    _run_cases,
+    _unwrap_scalar,
+)
 
 __all__ = [
     "check_parameter_groups",
@@ -231,6 +240,8 @@ def check_parameter_groups(fn: Callable) -> bool:
     the weight_decay given. Any number of groups is accepted.
     """
 
+    _require_callable("check_parameter_groups", fn)
+
     @functools.wraps(fn)
     def graded(kind, weight_decay):
         model = _groups_model(kind)
@@ -442,6 +453,8 @@ def check_warmup_schedule(fn: Callable) -> bool:
     and `transformers.get_linear_schedule_with_warmup`); warmup_steps=0 must
     work.
     """
+
+    _require_callable("check_warmup_schedule", fn)
 
     @functools.wraps(fn)
     def graded(warmup_steps, total_steps, steps):

@@ -93,3 +93,13 @@ def test_checking_names_other_errors(capsys):
             torch.ones(2, 3) @ torch.ones(2, 3)
     assert "RuntimeError" in failure.value.message and "HINT:" in failure.value.message
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    "checker_name", [name for name in exercises.__all__ if name.startswith("check_")]
+)
+@pytest.mark.parametrize("not_a_function", [None, "my_function", 3])
+def test_every_checker_asks_for_the_function_itself(checker_name, not_a_function):
+    """Passing a result, a name or nothing gets the fix, not a TypeError from inside the checker."""
+    with pytest.raises(ExerciseFailed, match=rf"✗ {checker_name} expects your function itself"):
+        getattr(exercises, checker_name)(not_a_function)
