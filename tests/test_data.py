@@ -1,5 +1,6 @@
 """Corpora and labelled data: sentence splitting, the offline corpus, loaders that never hang."""
 
+import dataclasses
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from bertcourse.data import (
     wikitext_documents,
 )
 from bertcourse.data import corpus as corpus_module
+from bertcourse.data import offline as offline_module
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -121,6 +123,41 @@ def test_prose_sentences_keep_prose_and_drop_code_and_markup():
     ]
 
 
+PARAMETER_DOCSTRING = """Normalize a tensor over its last dimension.
+
+Args:
+    eps (`float`, *optional*, defaults to 1e-12):
+        The value added to the variance, so that it is never zero.
+    weights (list[float], optional): Scale each row by its weight.
+
+Parameters
+----------
+x : int
+    The number of rows to keep in the result.
+
+Returns:
+    tuple[`torch.Tensor`, `torch.Tensor`]: The normalized rows and their norms.
+
+See Also
+--------
+cut : Bin values into discrete intervals.
+
+Default: 0.5
+training: apply dropout if is ``True``.
+
+The rest is ordinary prose, and it stays.
+"""
+
+
+def test_prose_sentences_drop_parameter_lists_and_keep_their_descriptions():
+    assert prose_sentences(PARAMETER_DOCSTRING) == [
+        "Normalize a tensor over its last dimension.",
+        "The value added to the variance, so that it is never zero.",
+        "The number of rows to keep in the result.",
+        "The rest is ordinary prose, and it stays.",
+    ]
+
+
 @pytest.mark.parametrize(
     "sentence",
     [
@@ -200,10 +237,52 @@ def test_warm_load_reads_the_cache_silently(offline_cache, capfd):
 def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("BERTCOURSE_CACHE", str(tmp_path))
     stub = [Document("module:alpha", ["One real sentence is here."])]
-    monkeypatch.setattr(corpus_module, "build_offline_documents", lambda: stub)
-    data.offline_cache_path().write_text('{"format_version": 1, "documents": [', encoding="utf-8")
+    monkeypatch.setattr(offline_module, "build_offline_documents", lambda variant: stub)
+    data.offline_cache_path().write_text('{"format_version": 2, "documents": [', encoding="utf-8")
     assert offline_corpus("all").documents == stub
     assert json.loads(data.offline_cache_path().read_text())["documents"][0]["id"] == "module:alpha"
+
+
+@pytest.fixture
+def small_large_corpus(tmp_path, monkeypatch):
+    """The large corpus with two small packages instead of PACKAGE_SOURCES, in a fresh cache."""
+    monkeypatch.setenv("BERTCOURSE_CACHE", str(tmp_path))
+    monkeypatch.setattr(offline_module, "PACKAGE_SOURCES", ("tqdm", "no_such_package", "jinja2"))
+    return offline_corpus("all", "large")
+
+
+def test_large_offline_corpus_adds_the_packages_docstrings(small_large_corpus, tmp_path):
+    small = offline_corpus("all")
+    large = small_large_corpus
+    packages = {d.id.split(":")[1].split(".")[0] for d in large.documents if "package:" in d.id}
+    assert packages == {"tqdm", "jinja2"}  # an absent package is left out
+    assert [d.id for d in large.documents[: len(small)]] == [d.id for d in small.documents]
+    assert large.num_sentences > small.num_sentences + 300
+    sentences = large.sentences()
+    assert len(set(sentences)) == len(sentences)  # no sentence twice, across all sources
+    assert not any("test" in d.id.split(".") for d in large.documents)  # tests are left out
+    versions = {p.distribution: p.version for p in offline_module.installed_packages()}
+    assert f"tqdm {versions['tqdm']}" in large.provenance and "Jinja2" in large.provenance
+    assert "PSF License" in large.license and "tqdm: " in large.license
+    assert large.name == "offline-large/all" and load_corpus("offline-large", "all") == large
+    cache = list(tmp_path.glob("offline-corpus-large-*.json"))
+    assert len(cache) == 1 and json.loads(cache[0].read_text())["license"] == large.license
+
+
+def test_large_offline_corpus_splits_by_document_and_rebuilds_for_new_versions(
+    small_large_corpus, tmp_path
+):
+    train, validation = offline_corpus("train", "large"), offline_corpus("validation", "large")
+    assert {d.id for d in validation.documents} == {
+        d.id for d in small_large_corpus.documents if zlib.crc32(d.id.encode()) % 10 == 0
+    }
+    assert len(train) + len(validation) == len(small_large_corpus)
+    packages = offline_module.installed_packages()
+    newer = [dataclasses.replace(p, version=p.version + ".post1") for p in packages]
+    here = offline_module.offline_cache_path("large", packages)
+    assert here.exists() and offline_module.offline_cache_path("large", newer) != here
+    with pytest.raises(ValueError, match="Unknown offline corpus 'huge'; choose one of small"):
+        offline_corpus("train", "huge")
 
 
 def test_corpus_to_dataset_has_one_row_per_sentence():

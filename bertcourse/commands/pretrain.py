@@ -22,6 +22,7 @@ import torch
 
 from ..config import BertConfig
 from ..data import (
+    OFFLINE_CORPORA,
     Corpus,
     PretrainingCollator,
     create_mlm_examples,
@@ -65,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--corpus",
         default="offline",
-        help="'offline' (Python's documentation), 'wikitext-103', or a local .txt/.csv/.tsv "
-        "file or directory of .txt files",
+        help="'offline' (Python's documentation, about 1 MB), 'offline-large' (that and the "
+        "docstrings of the installed packages, about 12 MB), 'wikitext-103', or a local "
+        ".txt/.csv/.tsv file or directory of .txt files",
     )
     parser.add_argument("--steps", type=int, required=True, help="optimizer steps")
     parser.add_argument("--out", required=True, help="output directory")
@@ -143,7 +145,7 @@ def load_pretraining_tokenizer(spec: str, train_texts: Callable[[], list[str]], 
 def _corpus_splits(name: str) -> tuple[Any, Any]:
     """(train, validation) corpora; a local file is split by the package's document-id rule."""
     path = Path(name).expanduser()
-    if name == "offline" or not path.exists():
+    if name in OFFLINE_CORPORA or not path.exists():
         return load_corpus(name, "train"), load_corpus(name, "validation")
     whole = load_corpus(path, "all")
     parts = [

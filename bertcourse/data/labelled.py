@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .corpus import check_split, load_hub_dataset, offline_corpus, read_table, require_columns
+from .corpus import load_hub_dataset, read_table, require_columns
+from .documents import check_split
+from .offline import offline_corpus
 
 __all__ = [
     "OFFLINE_CLASSIFICATION_PACKAGES",

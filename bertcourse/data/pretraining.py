@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .corpus import Corpus, Document
+from .documents import Corpus, Document
 
 # ----------------------------------------------------------------------------
 # Pretraining data: masked tokens (MLM) and sentence pairs (NSP)

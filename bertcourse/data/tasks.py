@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .corpus import offline_corpus
+from .offline import offline_corpus
 
 # ----------------------------------------------------------------------------
 # Token classification and question answering: offline tasks

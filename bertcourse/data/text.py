@@ -22,6 +22,7 @@ __all__ = [
     "CODE_SENTENCE",
     "is_prose_sentence",
     "UNDERLINE",
+    "FIELD_LINE",
     "TABLE_LINE",
     "BULLET",
     "DEFINITION_LINE",
@@ -110,6 +111,19 @@ UNDERLINE = re.compile(r"^([=\-*~^#\"+`'.])\1{2,}$")  # reST headings and rules:
 TABLE_LINE = re.compile(r"^[|+]")  # +-----+-----+ and | cell | cell |
 # A bullet, a numbered item or a footnote: "* ", "- ", "1. ", "(2) ", "a) ", "[3] ".
 BULLET = re.compile(r"^([*\-•]|\d+[.)]|\(\d+\)|[a-z][.)]|\[\d+\])\s+")
+# Lines that name a parameter, a field or a section instead of saying something: Google style
+# "eps (float, optional): Value added ...", numpydoc "x : int" and its "See Also" entries
+# ("cut : Bin values ..."), and labels such as "Args:", "Default: 0.5", "training: ...".
+FIELD_LINE = re.compile(
+    r"""^(
+        \*{0,2}[\w.]+\s*\((?:[^()]|\([^()]*\))*\)\s*:(\s|$)
+      | [`'"*]*[\w.]+[`'"*]*\s+:(\s|$)
+      | [A-Z][A-Za-z ]{0,25}:(\s|$)
+      | [a-z_][\w.]*:(\s|$)
+      | [`\w.]+\[[^\]]*\]`?:(\s|$)
+    )""",
+    re.VERBOSE,
+)
 # Lines that only code looks like. Anywhere: definitions and imports.
 DEFINITION_LINE = re.compile(
     r"^((async\s+)?def\s+\w+\s*\(.*:|class\s+\w+(\(.*\))?:|import\s+[\w.]+|from\s+[\w.]+\s+import\b.*)$"
@@ -134,6 +148,10 @@ def _is_markup_line(line: str) -> bool:
     visible = [c for c in line if not c.isspace()]
     mostly_symbols = sum(c.isalpha() for c in visible) < 0.5 * len(visible)
     return bool(UNDERLINE.match(line) or TABLE_LINE.match(line) or "::=" in line or mostly_symbols)
+
+
+def _is_field_line(line: str) -> bool:
+    return bool(FIELD_LINE.match(line))
 
 
 def _is_doctest_line(line: str) -> bool:
@@ -169,7 +187,8 @@ def _blocks(text: str) -> Iterator[_Block]:
         indent = len(raw_line) - len(raw_line.lstrip())
         if not line:
             in_doctest = False
-        if not line or in_doctest or _is_doctest_line(line) or _is_markup_line(line):
+        skipped = _is_doctest_line(line) or _is_markup_line(line) or _is_field_line(line)
+        if not line or in_doctest or skipped:
             in_doctest = in_doctest or _is_doctest_line(line)
             if block:
                 yield block
