@@ -276,6 +276,33 @@ def test_evaluation_masks_the_same_tokens_every_time(tmp_path):
     assert scores[0]["eval_mlm_loss"] == pytest.approx(scores[1]["eval_mlm_loss"], rel=1e-6)
 
 
+def test_evaluation_batches_come_from_eval_collate_fn(tmp_path):
+    """Training masks at its own rate; evaluation at the eval collator's (pretraining: 15%)."""
+    masked_fraction = {"train": [], "eval": []}
+
+    def counting(name, collator):
+        def collate(examples, generator=None):
+            batch = collator(examples, generator=generator)
+            chosen = (batch["labels"] != -100).sum() / batch["attention_mask"].sum()
+            masked_fraction[name].append(chosen.item())
+            return batch
+
+        return collate
+
+    training.train(
+        tiny_model(),
+        counting_examples(64),
+        counting("train", PretrainingCollator(ToyTokenizer(), mlm_probability=0.6)),
+        arguments(tmp_path, max_steps=4, eval_every=2),
+        eval_dataset=counting_examples(64, seed=1),
+        eval_collate_fn=counting("eval", PretrainingCollator(ToyTokenizer(), mlm_probability=0.15)),
+        forward_kwargs={"masked_only": True},
+    )
+    assert len(masked_fraction["train"]) >= 4 and len(masked_fraction["eval"]) == 2 * 16
+    assert min(masked_fraction["train"]) > 0.4  # 60% of the words, [CLS]/[SEP] never
+    assert sum(masked_fraction["eval"]) / len(masked_fraction["eval"]) < 0.3
+
+
 def test_seeded_collate_depends_only_on_the_batch():
     collator = PretrainingCollator(ToyTokenizer())
     seeded = training.SeededCollate(collator, seed=7)

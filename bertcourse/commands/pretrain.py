@@ -47,13 +47,18 @@ from ..training import (
 from ..viz import plot_training_curves
 
 __all__ = [
+    "EVAL_MLM_PROBABILITY",
     "build_parser",
+    "corpus_splits",
+    "run_pretraining",
     "load_pretraining_tokenizer",
     "prepare_pretraining_dir",
     "main",
     "make_pretraining_examples",
     "training_arguments",
 ]
+
+EVAL_MLM_PROBABILITY = 0.15  # BERT's masking rate, at which every run is evaluated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,7 +147,7 @@ def load_pretraining_tokenizer(spec: str, train_texts: Callable[[], list[str]], 
     )
 
 
-def _corpus_splits(name: str) -> tuple[Any, Any]:
+def corpus_splits(name: str) -> tuple[Corpus, Corpus]:
     """(train, validation) corpora; a local file is split by the package's document-id rule."""
     path = Path(name).expanduser()
     if name in OFFLINE_CORPORA or not path.exists():
@@ -211,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepare_pretraining_dir(out, setup, options.resume, options.overwrite)
 
     started = time.perf_counter()
-    train_corpus, validation_corpus = _corpus_splits(options.corpus)
+    train_corpus, validation_corpus = corpus_splits(options.corpus)
     print(f"Corpus: {train_corpus.summary()}; validation: {validation_corpus.summary()}")
     tokenizer = load_pretraining_tokenizer(options.vocab, train_corpus.texts, out)
     train_examples, eval_examples = make_pretraining_examples(
@@ -222,6 +227,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(sequences of at most {options.seq_len} tokens; built in "
         f"{time.perf_counter() - started:.1f} s)"
     )
+    result = run_pretraining(options, tokenizer, train_examples, eval_examples)
+    if result.interrupted:
+        return 130
+    if int(os.environ.get("RANK", "0")) == 0:
+        _finish_pretraining(result, tokenizer, out)
+    return 0
+
+
+def run_pretraining(
+    options: argparse.Namespace,
+    tokenizer: Any,
+    train_examples: list[dict[str, Any]],
+    eval_examples: list[dict[str, Any]],
+) -> TrainResult:
+    """The model the options name, from random weights (seeded), trained on the examples."""
     config = BertConfig.from_name(
         options.size,
         vocab_size=len(tokenizer),
@@ -237,21 +257,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     collator = PretrainingCollator(
         tokenizer, mlm_probability=options.mlm_probability, whole_word_mask=options.whole_word_mask
     )
+    # Held-out accuracy is always measured at BERT's 15%, so runs at other rates compare.
+    eval_collator = PretrainingCollator(
+        tokenizer, mlm_probability=EVAL_MLM_PROBABILITY, whole_word_mask=options.whole_word_mask
+    )
     # Sparse prediction (masked_only): the V-wide MLM head runs on the masked tokens only.
-    result = train(
+    return train(
         model,
         train_examples,
         collator,
         training_arguments(options),
         eval_dataset=eval_examples or None,
         evaluate_fn=evaluate_pretraining,
+        eval_collate_fn=eval_collator,
         forward_kwargs={"masked_only": True},
     )
-    if result.interrupted:
-        return 130
-    if int(os.environ.get("RANK", "0")) == 0:
-        _finish_pretraining(result, tokenizer, out)
-    return 0
 
 
 def make_pretraining_examples(

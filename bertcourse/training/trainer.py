@@ -188,7 +188,9 @@ class Trainer:
     input_ids); if it takes a `generator` argument, its randomness (masking)
     is seeded per batch, so a run resumes exactly. evaluate_fn(model,
     eval_dataloader, accelerator) -> metrics (default `evaluate_loss`) runs
-    every args.eval_every steps and after the last one. Each callback gets a
+    every args.eval_every steps and after the last one, on batches made by
+    eval_collate_fn (default collate_fn; pretraining evaluates at BERT's 15%
+    masking whatever rate it trains at). Each callback gets a
     TrainState after every step. A KeyboardInterrupt, from Ctrl-C or a
     callback, saves a checkpoint and ends the run with `interrupted=True`.
     """
@@ -202,6 +204,7 @@ class Trainer:
         *,
         eval_dataset: Any | None = None,
         evaluate_fn: Callable[[nn.Module, DataLoader, Any], dict[str, float]] | None = None,
+        eval_collate_fn: Callable | None = None,
         forward_kwargs: Mapping[str, Any] | None = None,
         callbacks: Sequence[Callable[[TrainState], None]] = (),
     ):
@@ -225,7 +228,9 @@ class Trainer:
                 f"{args.max_steps}: raise max_steps to train further."
             )
 
-        train_loader, eval_loader = _make_loaders(args, train_dataset, collate_fn, eval_dataset)
+        train_loader, eval_loader = _make_loaders(
+            args, train_dataset, collate_fn, eval_dataset, eval_collate_fn or collate_fn
+        )
         model.train()
         optimizer, self.scheduler = create_optimizer_and_schedule(model, args)
         self.model, self.optimizer, self.train_loader = accelerator.prepare(
@@ -528,7 +533,11 @@ class Trainer:
 
 
 def _make_loaders(
-    args: TrainingArguments, train_dataset: Any, collate_fn: Callable, eval_dataset: Any | None
+    args: TrainingArguments,
+    train_dataset: Any,
+    collate_fn: Callable,
+    eval_dataset: Any | None,
+    eval_collate_fn: Callable,
 ) -> tuple[DataLoader, DataLoader | None]:
     """The training loader (shuffled, full batches only) and the evaluation loader (if any)."""
     train_loader = make_dataloader(
@@ -550,7 +559,7 @@ def _make_loaders(
         return train_loader, None
     eval_loader = make_dataloader(
         eval_dataset,
-        collate_fn,
+        eval_collate_fn,
         args.per_device_batch_size,
         args.seed + 1,  # a fixed masking seed: every evaluation masks the same tokens
         shuffle=False,

@@ -1,0 +1,169 @@
+"""The laptop pretraining sweep: which recipe learns most in a few minutes of a 2-core CPU?
+
+    python scripts/pretrain_sweep.py                      # every run, 5 minutes of training each
+    python scripts/pretrain_sweep.py --only lr3e-3 mask30 # some of them
+    python scripts/pretrain_sweep.py --minutes 1 --json /tmp/sweep.json   # a quick look
+
+Each run is `python -m bertcourse pretrain --corpus offline-large ...` with the options below,
+its number of steps chosen so that its training takes about --minutes on this machine (a
+20-step pilot measures the speed first). Held-out MLM accuracy is measured at 15% masking on
+the same validation sentences for every run (512 sequences). The corpus and the examples of
+each vocabulary and sequence length are built once. Results go to book/data/pretrain_sweep.json
+(one record per run, written after each run, with the command that reproduces it), together
+with the commit, the machine and its load. Time it alone: a second busy process on two cores
+slows a run several times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bertcourse.commands import pretrain
+
+ROOT = Path(__file__).resolve().parent.parent
+# name -> the pretrain options that differ from the baseline (tiny, MLM only, train:8000, 128
+# tokens, batch 32, lr 1e-3, 15% masking).
+BASELINE = ["--size", "tiny", "--no-nsp", "--vocab", "train:8000", "--seq-len", "128",
+            "--batch-size", "32", "--lr", "1e-3", "--mlm-probability", "0.15"]  # fmt: skip
+RUNS = {
+    "baseline": [],
+    "lr3e-3": ["--lr", "3e-3"],
+    "lr3e-3-mask30": ["--lr", "3e-3", "--mlm-probability", "0.3"],
+    "lr3e-3-seq64-batch64": ["--lr", "3e-3", "--seq-len", "64", "--batch-size", "64"],
+    "lr3e-3-vocab4k": ["--lr", "3e-3", "--vocab", "train:4000"],
+    "lr3e-3-batch64": ["--lr", "3e-3", "--batch-size", "64"],
+    "lr3e-3-nsp": ["--lr", "3e-3", "--nsp"],
+    "mini-lr1e-3": ["--size", "mini"],
+    "lr3e-3-vocab16k": ["--lr", "3e-3", "--vocab", "train:16000"],
+}
+PILOT_STEPS = 20
+EVALUATIONS = 5
+
+
+def options_for(name: str, out: Path, steps: int) -> argparse.Namespace:
+    argv = [*BASELINE, *RUNS[name]]
+    if "--nsp" in argv:  # the baseline is MLM only; this run keeps NSP
+        argv = [a for a in argv if a not in ("--nsp", "--no-nsp")]
+    argv += ["--corpus", "offline-large", "--out", str(out / name), "--steps", str(steps)]
+    argv += ["--eval-every", str(max(1, steps // EVALUATIONS)), "--log-every", "20"]
+    argv += ["--save-every", str(steps), "--keep-checkpoints", "1"]
+    return pretrain.build_parser().parse_args([*argv, "--overwrite"])
+
+
+def command(options: argparse.Namespace) -> str:
+    """The `python -m bertcourse pretrain` command line of these options."""
+    parts = ["python -m bertcourse pretrain"]
+    for flag, key in (("--size", "size"), ("--corpus", "corpus"), ("--vocab", "vocab"),
+                      ("--seq-len", "seq_len"), ("--batch-size", "batch_size"), ("--lr", "lr"),
+                      ("--mlm-probability", "mlm_probability"), ("--steps", "steps"),
+                      ("--eval-every", "eval_every"), ("--log-every", "log_every")):  # fmt: skip
+        parts.append(f"{flag} {getattr(options, key)}")
+    if options.no_nsp:
+        parts.append("--no-nsp")
+    parts.append(f"--out runs/{Path(options.out).name}")
+    return " ".join(parts)
+
+
+def machine() -> dict:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "commit": commit,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=5.0, help="training time of each run")
+    parser.add_argument("--only", nargs="*", choices=list(RUNS), help="these runs only")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "sweep")
+    parser.add_argument("--json", type=Path, default=ROOT / "book" / "data" / "pretrain_sweep.json")
+    args = parser.parse_args()
+    names = args.only or list(RUNS)
+    train_corpus, validation_corpus = pretrain.corpus_splits("offline-large")
+    tokenizers, examples, records = {}, {}, []
+    for name in names:
+        options = options_for(name, args.out, PILOT_STEPS)
+        if options.vocab not in tokenizers:
+            vocab_dir = args.out / f"vocab-{options.vocab.replace(':', '-')}"
+            vocab_dir.mkdir(parents=True, exist_ok=True)
+            tokenizers[options.vocab] = pretrain.load_pretraining_tokenizer(
+                options.vocab, train_corpus.texts, vocab_dir
+            )
+        tokenizer = tokenizers[options.vocab]
+        key = (options.vocab, options.seq_len, options.no_nsp)
+        if key not in examples:
+            examples[key] = pretrain.make_pretraining_examples(
+                options, tokenizer, train_corpus, validation_corpus
+            )
+        train_examples, eval_examples = examples[key]
+        options.eval_every = None  # the pilot only measures speed
+        pilot = pretrain.run_pretraining(options, tokenizer, train_examples, [])
+        steps = max(
+            EVALUATIONS, round(args.minutes * 60 * pilot.examples_per_s / options.batch_size)
+        )
+        options = options_for(name, args.out, steps)
+        started = time.perf_counter()
+        load_before = os.getloadavg()[0]
+        result = pretrain.run_pretraining(options, tokenizer, train_examples, eval_examples)
+        evaluations = [
+            {k: row[k] for k in ("step", "eval_mlm_accuracy", "eval_mlm_loss") if k in row}
+            for row in result.log_history
+            if "eval_mlm_accuracy" in row
+        ]
+        elapsed = {
+            row["step"]: row["elapsed_s"] for row in result.log_history if "elapsed_s" in row
+        }
+        for row in evaluations:
+            row["elapsed_s"] = elapsed.get(row["step"])
+        records.append(
+            {
+                "name": name,
+                "command": command(options),
+                "steps": steps,
+                "training_seconds": round(result.elapsed_s, 1),
+                "wall_seconds": round(time.perf_counter() - started, 1),
+                "tokens_per_s": round(result.tokens_per_s),
+                "train_examples": len(train_examples),
+                "eval_examples": len(eval_examples),
+                "final": result.eval_metrics,
+                "evaluations": evaluations,
+                "load_average_before": round(load_before, 2),
+            }
+        )
+        print(f"{name}: {result.eval_metrics}", flush=True)
+        payload = {
+            "description": "Laptop pretraining sweep on the large offline corpus: held-out MLM "
+            "accuracy (15% masking, validation documents) after about the same training time.",
+            "script": "python scripts/pretrain_sweep.py " + " ".join(sys.argv[1:]),
+            "minutes_per_run": args.minutes,
+            "machine": machine(),
+            "corpus": {
+                "train": train_corpus.summary(),
+                "validation": validation_corpus.summary(),
+                "provenance": train_corpus.provenance,
+            },  # fmt: skip
+            "runs": records,
+        }
+        args.json.write_text(json.dumps(payload, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
