@@ -44,7 +44,11 @@ RUNS = {
     "lr3e-3-nsp": ["--lr", "3e-3", "--nsp"],
     "mini-lr1e-3": ["--size", "mini"],
     "lr3e-3-vocab16k": ["--lr", "3e-3", "--vocab", "train:16000"],
-}
+    "seq64-batch64-mask30": ["--lr", "3e-3", "--seq-len", "64", "--batch-size", "64",
+                             "--mlm-probability", "0.3"],
+    "seq32-batch128-mask30": ["--lr", "3e-3", "--seq-len", "32", "--batch-size", "128",
+                              "--mlm-probability", "0.3"],
+}  # fmt: skip
 PILOT_STEPS = 20
 EVALUATIONS = 5
 
@@ -97,7 +101,14 @@ def main() -> int:
     args = parser.parse_args()
     names = args.only or list(RUNS)
     train_corpus, validation_corpus = pretrain.corpus_splits("offline-large")
-    tokenizers, examples, records = {}, {}, []
+    tokenizers, examples = {}, {}
+    # Runs of earlier invocations are kept; a run measured again replaces its old record.
+    previous = json.loads(args.json.read_text()) if args.json.is_file() else {"runs": []}
+    records = [
+        {"machine": previous.get("machine"), "script": previous.get("script"), **r}
+        for r in previous["runs"]
+        if r["name"] in RUNS and r["name"] not in names
+    ]
     for name in names:
         options = options_for(name, args.out, PILOT_STEPS)
         if options.vocab not in tokenizers:
@@ -145,15 +156,16 @@ def main() -> int:
                 "final": result.eval_metrics,
                 "evaluations": evaluations,
                 "load_average_before": round(load_before, 2),
+                "machine": machine(),
+                "script": "python scripts/pretrain_sweep.py " + " ".join(sys.argv[1:]),
             }
         )
+        records.sort(key=lambda r: list(RUNS).index(r["name"]))
         print(f"{name}: {result.eval_metrics}", flush=True)
         payload = {
             "description": "Laptop pretraining sweep on the large offline corpus: held-out MLM "
             "accuracy (15% masking, validation documents) after about the same training time.",
-            "script": "python scripts/pretrain_sweep.py " + " ".join(sys.argv[1:]),
             "minutes_per_run": args.minutes,
-            "machine": machine(),
             "corpus": {
                 "train": train_corpus.summary(),
                 "validation": validation_corpus.summary(),
