@@ -6,8 +6,8 @@
 
 Each run is `python -m bertcourse pretrain --corpus offline-large ...` with the options below,
 its number of steps chosen so that its training takes about --minutes on this machine (a
-20-step pilot measures the speed first). Held-out MLM accuracy is measured at 15% masking on
-the same validation sentences for every run (512 sequences). The corpus and the examples of
+20-step pilot measures the speed first). Held-out MLM accuracy is measured at 15% masking on a
+seeded sample of the validation split of about EVAL_TOKENS tokens, whatever the sequence length. The corpus and the examples of
 each vocabulary and sequence length are built once. Results go to book/data/pretrain_sweep.json
 (one record per run, written after each run, with the command that reproduces it), together
 with the commit, the machine and its load. Time it alone: a second busy process on two cores
@@ -26,8 +26,18 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 
 from bertcourse.commands import pretrain
+from bertcourse.config import BertConfig
+from bertcourse.data import PretrainingCollator
+from bertcourse.model import BertForMaskedLM, BertForPreTraining
+from bertcourse.training import (
+    evaluate_pretraining,
+    latest_checkpoint,
+    load_model_weights,
+    make_dataloader,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # name -> the pretrain options that differ from the baseline (tiny, MLM only, train:8000, 128
@@ -50,6 +60,9 @@ RUNS = {
                               "--mlm-probability", "0.3"],
 }  # fmt: skip
 PILOT_STEPS = 20
+# Every run is scored on a seeded sample of the validation split of about this many tokens
+# (1,024 sequences of 128 tokens, 4,096 of 32), so runs of every sequence length compare.
+EVAL_TOKENS = 131_072
 EVALUATIONS = 5
 
 
@@ -60,7 +73,12 @@ def options_for(name: str, out: Path, steps: int) -> argparse.Namespace:
     argv += ["--corpus", "offline-large", "--out", str(out / name), "--steps", str(steps)]
     argv += ["--eval-every", str(max(1, steps // EVALUATIONS)), "--log-every", "20"]
     argv += ["--save-every", str(steps), "--keep-checkpoints", "1"]
+    argv += ["--eval-examples", str(EVAL_TOKENS // _seq_len(argv))]
     return pretrain.build_parser().parse_args([*argv, "--overwrite"])
+
+
+def _seq_len(argv: list[str]) -> int:
+    return int(argv[len(argv) - 1 - argv[::-1].index("--seq-len") + 1])
 
 
 def command(options: argparse.Namespace) -> str:
@@ -69,12 +87,19 @@ def command(options: argparse.Namespace) -> str:
     for flag, key in (("--size", "size"), ("--corpus", "corpus"), ("--vocab", "vocab"),
                       ("--seq-len", "seq_len"), ("--batch-size", "batch_size"), ("--lr", "lr"),
                       ("--mlm-probability", "mlm_probability"), ("--steps", "steps"),
-                      ("--eval-every", "eval_every"), ("--log-every", "log_every")):  # fmt: skip
+                      ("--eval-every", "eval_every"), ("--eval-examples", "eval_examples"),
+                      ("--log-every", "log_every")):  # fmt: skip
         parts.append(f"{flag} {getattr(options, key)}")
     if options.no_nsp:
         parts.append("--no-nsp")
     parts.append(f"--out runs/{Path(options.out).name}")
     return " ".join(parts)
+
+
+def elapsed_at(log_history: list[dict], step: int) -> float | None:
+    """Training seconds at `step`, from the last training log row at or before it."""
+    rows = [row for row in log_history if "elapsed_s" in row and row["step"] <= step]
+    return rows[-1]["elapsed_s"] if rows else None
 
 
 def machine() -> dict:
@@ -98,7 +123,15 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=list(RUNS), help="these runs only")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "sweep")
     parser.add_argument("--json", type=Path, default=ROOT / "book" / "data" / "pretrain_sweep.json")
+    parser.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="score the final checkpoints under --out again on today's evaluation sample "
+        "(records made before the sample spanned the whole validation split)",
+    )
     args = parser.parse_args()
+    if args.reevaluate:
+        return reevaluate(args)
     names = args.only or list(RUNS)
     train_corpus, validation_corpus = pretrain.corpus_splits("offline-large")
     tokenizers, examples = {}, {}
@@ -138,11 +171,8 @@ def main() -> int:
             for row in result.log_history
             if "eval_mlm_accuracy" in row
         ]
-        elapsed = {
-            row["step"]: row["elapsed_s"] for row in result.log_history if "elapsed_s" in row
-        }
         for row in evaluations:
-            row["elapsed_s"] = elapsed.get(row["step"])
+            row["elapsed_s"] = elapsed_at(result.log_history, row["step"])
         records.append(
             {
                 "name": name,
@@ -174,6 +204,44 @@ def main() -> int:
             "runs": records,
         }
         args.json.write_text(json.dumps(payload, indent=1) + "\n")
+    return 0
+
+
+def reevaluate(args: argparse.Namespace) -> int:
+    """Each recorded run's final checkpoint, scored again; adds "final_reevaluated"."""
+    payload = json.loads(args.json.read_text())
+    train_corpus, validation_corpus = pretrain.corpus_splits("offline-large")
+    accelerator = Accelerator(cpu=True)
+    for record in payload["runs"]:
+        options = options_for(record["name"], args.out, record["steps"])
+        vocab_dir = args.out / f"vocab-{options.vocab.replace(':', '-')}"
+        tokenizer = pretrain.load_pretraining_tokenizer(
+            options.vocab, train_corpus.texts, vocab_dir
+        )
+        _, eval_examples = pretrain.make_pretraining_examples(  # (training examples unused)
+            options, tokenizer, validation_corpus, validation_corpus
+        )
+        config = BertConfig.from_name(
+            options.size,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=max(512, options.seq_len),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        model = (BertForMaskedLM if options.no_nsp else BertForPreTraining)(config).eval()
+        load_model_weights(model, latest_checkpoint(args.out / record["name"]))
+        collator = PretrainingCollator(tokenizer, mlm_probability=pretrain.EVAL_MLM_PROBABILITY)
+        loader = make_dataloader(eval_examples, collator, 64, 1, shuffle=False, drop_last=False)
+        metrics = evaluate_pretraining(model, loader, accelerator)
+        log = [json.loads(line) for line in (args.out / record["name"] / "log.jsonl").open()]
+        for row in record["evaluations"]:
+            row["elapsed_s"] = elapsed_at(log, row["step"])
+        record["final_reevaluated"] = {**metrics, "eval_examples": len(eval_examples)}
+        print(f"{record['name']}: {metrics['eval_mlm_accuracy']:.4f}", flush=True)
+    payload["reevaluated_with"] = {
+        "script": "python scripts/pretrain_sweep.py --reevaluate",
+        "machine": machine(),
+    }
+    args.json.write_text(json.dumps(payload, indent=1) + "\n")
     return 0
 
 

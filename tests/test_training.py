@@ -27,8 +27,14 @@ from safetensors.torch import load_file  # noqa: E402
 from bertcourse import commands, training, viz  # noqa: E402
 from bertcourse.commands import pretrain  # noqa: E402
 from bertcourse.config import BertConfig, ConfigError  # noqa: E402
-from bertcourse.data import PretrainingCollator  # noqa: E402
+from bertcourse.data import (  # noqa: E402
+    Corpus,
+    Document,
+    PretrainingCollator,
+    create_mlm_examples,
+)
 from bertcourse.model import BertForMaskedLM, BertForPreTraining  # noqa: E402
+from bertcourse.tokenization import BertTokenizer  # noqa: E402
 
 # On a GPU, bitwise-equal resumes need deterministic kernels; cuBLAS needs this to provide them.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -570,3 +576,19 @@ def test_hash_helper_is_stable():
         return h.hexdigest()
 
     assert digest(a) == digest(b) and digest(a) != digest(tiny_model(seed=1))
+
+
+def test_pretraining_evaluates_a_seeded_sample_of_the_whole_validation_split():
+    tokenizer = BertTokenizer.from_pretrained("minilm")
+    sentences = [f"Document {i} says something new about the topic of part {i}." for i in range(6)]
+    corpus = Corpus("toy", [Document(f"doc{i}", sentences) for i in range(40)])
+    argv = ["--steps", "1", "--out", "x", "--no-nsp", "--seq-len", "32", "--eval-examples", "10"]
+    options = pretrain.build_parser().parse_args(argv)
+    _, sample = pretrain.make_pretraining_examples(options, tokenizer, corpus, corpus)
+    _, again = pretrain.make_pretraining_examples(options, tokenizer, corpus, corpus)
+    every = create_mlm_examples(
+        [d.sentences for d in corpus.documents], tokenizer, max_seq_length=32, seed=1
+    )
+    positions = [every.index(example) for example in sample]
+    assert len(sample) == 10 and sample == again  # seeded
+    assert max(positions) > len(every) // 2  # not only the first documents

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -286,7 +287,11 @@ def make_pretraining_examples(
     validation_documents = [d.sentences for d in validation_corpus.documents]
     train_examples = make_examples(documents, tokenizer, seed=options.seed)
     eval_examples = make_examples(validation_documents, tokenizer, seed=options.seed + 1)
-    return train_examples, eval_examples[: options.eval_examples]
+    # A seeded sample of the whole validation split: its first examples would all come from its
+    # first documents (the offline corpora start with the Language Reference's pages).
+    if len(eval_examples) > options.eval_examples:
+        eval_examples = random.Random(options.seed).sample(eval_examples, options.eval_examples)
+    return train_examples, eval_examples
 
 
 def training_arguments(options: argparse.Namespace) -> TrainingArguments:
