@@ -133,6 +133,7 @@ def main() -> int:
     if args.reevaluate:
         return reevaluate(args)
     names = args.only or list(RUNS)
+    here = machine()  # the code this invocation runs: the commit at its start
     train_corpus, validation_corpus = pretrain.corpus_splits("offline-large")
     tokenizers, examples = {}, {}
     # Runs of earlier invocations are kept; a run measured again replaces its old record.
@@ -186,7 +187,7 @@ def main() -> int:
                 "final": result.eval_metrics,
                 "evaluations": evaluations,
                 "load_average_before": round(load_before, 2),
-                "machine": machine(),
+                "machine": here,
                 "script": "python scripts/pretrain_sweep.py " + " ".join(sys.argv[1:]),
             }
         )
