@@ -4,6 +4,8 @@
 #   make student   the student edition: solutions replaced by stubs -> student/notebooks
 #   make screenshots  key pages of the built book as PNG (headless Chromium) -> _build/screenshots
 #   make bench     throughput of our BertModel vs transformers (BENCH_ARGS="--size base ...")
+#   make course-checkpoint  pretrain the course checkpoint again (about 25 minutes on 2 cores)
+#                  and ship it in bertcourse/checkpoints/course-tiny with its card
 #   make clean     remove build outputs (keeps .venv)
 #
 # PROFILE=ci|cpu|gpu picks how big the notebook runs are (default ci: minutes on a laptop).
@@ -20,7 +22,7 @@ BOOK_FLAGS ?= --warningiserror --keep-going
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED = 0
 
-.PHONY: venv book test test-package test-notebooks lint bench student screenshots clean distclean
+.PHONY: course-checkpoint venv book test test-package test-notebooks lint bench student screenshots clean distclean
 
 venv: $(VENV)/.installed
 
@@ -65,6 +67,14 @@ screenshots: venv
 
 bench: venv
 	$(PY) -m bertcourse bench $(BENCH_ARGS)
+
+COURSE_CHECKPOINT_COMMAND = python -m bertcourse pretrain --corpus offline-large --size tiny \
+	--no-nsp --vocab train:8000 --seq-len 64 --batch-size 64 --lr 3e-3 --mlm-probability 0.3 \
+	--steps 8000 --eval-examples 2048 --out runs/course-tiny
+
+course-checkpoint: venv
+	$(VENV)/bin/$(COURSE_CHECKPOINT_COMMAND) --overwrite
+	$(PY) scripts/package_course_checkpoint.py runs/course-tiny --command "$(COURSE_CHECKPOINT_COMMAND)"
 
 clean:
 	rm -rf _build student .pytest_cache .ruff_cache

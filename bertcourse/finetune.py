@@ -483,7 +483,7 @@ def resolve_init(init: str) -> Path:
         raise FileNotFoundError(
             f"{path} holds no config.json, nor final/ (a pretraining run) or model/ (a "
             "fine-tuning run) with one: pass a transformers checkpoint directory, a course run, "
-            "'minilm', 'random' or a hub name."
+            "'minilm', 'course-tiny', 'random', 'random:<checkpoint>' or a hub name."
         )
     return resolve_checkpoint(init)
 
@@ -491,12 +491,15 @@ def resolve_init(init: str) -> Path:
 def load_for_task(model_class: type, init: str, seed: int = 0, **head_kwargs: Any):
     """(model, tokenizer) for fine-tuning: `init`'s weights and vocabulary, a fresh task head.
 
-    init="random" keeps MiniLM's architecture and vocabulary but draws every
-    weight at random (seeded): the same model without pretraining, for the
-    comparison that shows what pretraining is worth.
+    init="random:NAME" builds the twin of checkpoint NAME (any name --init
+    takes, e.g. "random:course-tiny"): its architecture and vocabulary, every
+    weight drawn at random (seeded) -- the same model without pretraining, for
+    the comparison that shows what pretraining is worth. "random" alone is
+    "random:minilm".
     """
-    if init == "random":
-        directory = minilm_path()
+    kind, _, source = init.partition(":")
+    if kind == "random":
+        directory = resolve_init(source or "minilm")
         config = BertConfig.from_hf(json.loads((directory / "config.json").read_text()))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -2,8 +2,8 @@
 
 Because our parameter names are those of `transformers`, moving weights is a
 state-dict copy. This module adds what makes that copy safe: checkpoints
-come from a model object, a local directory, the offline MiniLM package or
-the hub; old naming conventions are normalised; and any missing, unexpected
+come from a model object, a local directory, the offline MiniLM package, the
+course's own pretrained checkpoint (shipped in the package) or the hub; old naming conventions are normalised; and any missing, unexpected
 or mis-shaped tensor stops the load with a list of every problem.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,13 @@ from .files import atomic_save_file
 
 __all__ = [
     "MINILM_NAMES",
+    "COURSE_CHECKPOINTS",
     "IGNORED_BUFFERS",
     "WEIGHT_FILES",
     "CheckpointMismatchError",
+    "FreshPoolerWarning",
     "minilm_path",
+    "course_checkpoint_path",
     "resolve_checkpoint",
     "load_checkpoint",
     "normalize_state_dict",
@@ -40,6 +44,9 @@ __all__ = [
 ]
 
 MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+# The course's own checkpoints, made by its pretrain command and shipped in bertcourse/checkpoints/
+# (each with a card.json that gives the command, commit, machine and held-out metrics).
+COURSE_CHECKPOINTS = ("course-tiny",)
 # Buffers that older `transformers` versions saved in checkpoints; they are
 # recomputed here, so they carry no information.
 IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
@@ -48,6 +55,10 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint's tensors do not fit the model: lists every problem."""
+
+
+class FreshPoolerWarning(UserWarning):
+    """A classifier was loaded from a checkpoint without a pooler; its pooler starts fresh."""
 
 
 # ----------------------------------------------------------------------------
@@ -75,11 +86,35 @@ def minilm_path() -> Path:
     return path
 
 
+def course_checkpoint_path(name: str = "course-tiny") -> Path:
+    """Directory of a checkpoint the course made itself, shipped inside the package.
+
+    "course-tiny": the tiny BERT (2 layers, 128 wide, 8,000 WordPiece tokens)
+    that `python -m bertcourse pretrain` trained on the large offline corpus;
+    its card.json holds the exact command, commit, machine, wall time and
+    held-out masked-LM accuracy.
+    """
+    if name.lower() not in COURSE_CHECKPOINTS:
+        raise ValueError(
+            f"Unknown course checkpoint {name!r}; the course ships {', '.join(COURSE_CHECKPOINTS)}."
+        )
+    path = Path(__file__).resolve().parent / "checkpoints" / name.lower()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"The course checkpoint {name!r} is missing from {path}: reinstall the package "
+            "(`pip install -e .` from the repository), or rebuild it with `make course-checkpoint`."
+        )
+    return path
+
+
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
-    """A local directory holding config.json and weights, for a path, "minilm" or a hub name."""
+    """A local directory holding config.json and weights, for a path, "minilm", "course-tiny" or
+    a hub name."""
     text = str(name_or_path)
     if text.lower() in (n.lower() for n in MINILM_NAMES):
         return minilm_path()
+    if text.lower() in COURSE_CHECKPOINTS:
+        return course_checkpoint_path(text)
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -109,8 +144,9 @@ def _download(repo_id: str) -> Path:
         )
         raise FileNotFoundError(
             f"Could not get the checkpoint {repo_id!r}: {reason}. It is not a local directory "
-            "either. Offline, use the bundled checkpoint with from_hf('minilm'), or a directory "
-            "written by save_pretrained(); online, unset HF_HUB_OFFLINE and check the name."
+            "either. Offline, use a bundled checkpoint, from_hf('minilm') or "
+            "from_hf('course-tiny'), or a directory written by save_pretrained(); online, unset "
+            "HF_HUB_OFFLINE and check the name."
         ) from error
 
 
@@ -249,6 +285,15 @@ def load_state_dict_checked(
     model.newly_initialized_keys = [
         k for k in model.state_dict() if k not in renamed and k not in tied_aliases
     ]
+    fresh_pooler = [k for k in model.newly_initialized_keys if ".pooler." in f".{k}"]
+    if fresh_pooler:
+        warnings.warn(
+            f"The checkpoint has no pooler (it was pretrained with masked LM only): "
+            f"{', '.join(fresh_pooler)} start from fresh weights, as in transformers, and are "
+            "trained with the task head.",
+            FreshPoolerWarning,
+            stacklevel=3,
+        )
     return ignored
 
 
@@ -316,8 +361,12 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Pat
     for name, value in getattr(model, "hf_config_extras", lambda: {})().items():
         setattr(hf_config, name, value)
     hf_config.architectures = [model.hf_class_name]
-    # Tied tensors share storage, which safetensors refuses; give each its own copy.
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    # A tied tensor (the MLM decoder is the word-embedding matrix) is saved once, under its
+    # source's name, as transformers does: loading ties it again.
+    tied = getattr(model, "tied_weights", {})
+    tensors = {
+        k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k not in tied
+    }
     atomic_save_file(
         lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
         directory / "model.safetensors",

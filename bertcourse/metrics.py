@@ -1,7 +1,9 @@
 """Evaluation metrics for fine-tuning, written here: classification, entities (NER), SQuAD.
 
 Each is the standard definition, checked in tests against a reference
-implementation (scikit-learn, seqeval) or the official SQuAD rules.
+implementation (scikit-learn, seqeval) or the official SQuAD rules. And
+`live_result`: how a chapter states a live run's score beside what a model
+without learning scores, refusing one that did not learn.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 
 __all__ = [
+    "LIVE_RESULT_PATTERN",
+    "live_result",
     "confusion_matrix",
     "classification_report",
     "get_entities",
@@ -27,6 +31,37 @@ __all__ = [
     "token_f1",
     "squad_metrics",
 ]
+
+
+# How live_result writes a score and its baseline; scripts/check_book.py reads the built book with it.
+LIVE_RESULT_PATTERN = r"(\d+(?:\.\d+)?)% \((chance|baseline) (\d+(?:\.\d+)?)%\)"
+
+
+def live_result(
+    name: str, value: float, baseline: float, *, factor: float = 1.0, margin: float = 0.05,
+    kind: str = "chance",
+) -> str:  # fmt: skip
+    """State a live run's score beside the score of no learning; refuse a run that did not learn.
+
+    value and baseline are fractions (0.853, not 85.3). kind "chance": the
+    baseline is a guess (the majority class, 1/number of labels); the score
+    must beat it by `margin`. kind "baseline": a model without context (the
+    unigram guess of masked LM); the score must reach `factor` times it.
+    Returns (and prints) "name: 85.3% (chance 20.0%)", the form the book check
+    looks for; raises AssertionError, naming the fix, for a run at chance.
+    """
+    if kind not in ("chance", "baseline"):
+        raise ValueError(f"kind must be 'chance' or 'baseline', got {kind!r}.")
+    line = f"{name}: {value:.1%} ({kind} {baseline:.1%})"
+    needed = max(baseline * factor, baseline + margin)
+    if value < needed:
+        raise AssertionError(
+            f"{line}: the run did not learn (it needs {needed:.1%}). A live run at chance teaches "
+            "the wrong lesson: give it more steps or a larger learning rate, or start it from a "
+            "pretrained checkpoint (course-tiny, minilm)."
+        )
+    print(line)
+    return line
 
 
 def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_labels: int):

@@ -299,6 +299,10 @@ class BertPreTrainedModel(nn.Module):
 class BertModel(BertPreTrainedModel):
     """The BERT encoder: embeddings, a stack of layers and (optionally) the pooler."""
 
+    # A checkpoint pretrained with masked LM only has no pooler: it starts fresh (with a
+    # FreshPoolerWarning), as in transformers; add_pooling_layer=False leaves it out.
+    allowed_missing_prefixes = ("pooler.",)
+
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)
@@ -604,7 +608,9 @@ class _LabelledClassifier(BertPreTrainedModel):
     keeps its pooler. Label names travel with transformers' config.
     """
 
-    allowed_missing_prefixes = ("classifier.",)
+    # A checkpoint pretrained with masked LM only has no pooler: it starts fresh, as in
+    # transformers (with a FreshPoolerWarning), and is trained with the classifier.
+    allowed_missing_prefixes = ("classifier.", "bert.pooler.")
     uses_pooler = True
 
     def __init__(

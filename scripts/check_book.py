@@ -1,9 +1,14 @@
-"""Check the built book as a reader would see it: every chapter page exists and shows its figures.
+"""Check the built book as a reader would see it: every chapter page exists and shows its figures,
+and no live result is at or below chance.
 
     python scripts/check_book.py [_build/html]
 
 A chapter whose plots silently failed to render (a non-inline matplotlib backend,
-say) still builds without warnings; this catches it. Exit 1 with the list of problems.
+say) still builds without warnings; this catches it. So is a live training run that
+sits at chance: the chapters that train (LIVE_RUN_CHAPTERS) state each live score with
+`bertcourse.metrics.live_result` ("accuracy: 85.3% (chance 20.0%)"); every such score
+on any page must be above its chance or baseline, and each of those chapters must show
+at least one. Exit 1 with the list of problems.
 """
 
 from __future__ import annotations
@@ -12,10 +17,32 @@ import re
 import sys
 from pathlib import Path
 
+from bertcourse.metrics import LIVE_RESULT_PATTERN
+
 ROOT = Path(__file__).resolve().parent.parent
 # Chapter pages must show at least this many rendered figures (PNG outputs of the notebook).
 MIN_FIGURES = 2
 ERROR_MARKERS = ("Traceback (most recent call last)",)
+# The chapters whose live training runs state their results beside chance: each must show at
+# least one. (Chapters 6 and 8 train from random weights in a plain loop and with NSP; their ci
+# runs do not yet get past the unigram plateau within the budget, so they are not listed yet.)
+LIVE_RUN_CHAPTERS = ("07", "09", "10", "11")
+
+
+def live_result_problems(page_name: str, html: str) -> list[str]:
+    """Every live result on the page above its chance; a training chapter shows at least one."""
+    results = re.findall(LIVE_RESULT_PATTERN, html)
+    problems = [
+        f"{page_name} shows a live result at or below {kind}: {value}% ({kind} {baseline}%)"
+        for value, kind, baseline in results
+        if float(value) <= float(baseline)
+    ]
+    if page_name.startswith(LIVE_RUN_CHAPTERS) and not results:
+        problems.append(
+            f"{page_name} trains live but states no live result beside its chance: print one "
+            "with bertcourse.metrics.live_result"
+        )
+    return problems
 
 
 def check(html_dir: Path) -> list[str]:
@@ -37,6 +64,7 @@ def check(html_dir: Path) -> list[str]:
                 f"{page.name} shows {len(figures)} figure(s), expected at least {MIN_FIGURES}: "
                 "do the notebook's plots render inline (no MPLBACKEND=Agg in the environment)?"
             )
+        problems.extend(live_result_problems(page.name, html))
         for marker in ERROR_MARKERS:
             if marker in html:
                 problems.append(
@@ -52,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"book check: {problem}", file=sys.stderr)
     if not problems:
-        print(f"book check: {html_dir} has every chapter with its figures")
+        print(
+            f"book check: {html_dir} has every chapter with its figures and live results above chance"
+        )
     return 1 if problems else 0
 
 

@@ -68,8 +68,8 @@ EVALUATIONS = 5
 
 def options_for(name: str, out: Path, steps: int) -> argparse.Namespace:
     argv = [*BASELINE, *RUNS[name]]
-    if "--nsp" in argv:  # the baseline is MLM only; this run keeps NSP
-        argv = [a for a in argv if a not in ("--nsp", "--no-nsp")]
+    if "--nsp" in argv:  # the baseline is MLM only; this run adds NSP
+        argv = [a for a in argv if a != "--no-nsp"]
     argv += ["--corpus", "offline-large", "--out", str(out / name), "--steps", str(steps)]
     argv += ["--eval-every", str(max(1, steps // EVALUATIONS)), "--log-every", "20"]
     argv += ["--save-every", str(steps), "--keep-checkpoints", "1"]
@@ -90,8 +90,7 @@ def command(options: argparse.Namespace) -> str:
                       ("--eval-every", "eval_every"), ("--eval-examples", "eval_examples"),
                       ("--log-every", "log_every")):  # fmt: skip
         parts.append(f"{flag} {getattr(options, key)}")
-    if options.no_nsp:
-        parts.append("--no-nsp")
+    parts.append("--no-nsp" if options.no_nsp else "--nsp")
     parts.append(f"--out runs/{Path(options.out).name}")
     return " ".join(parts)
 

@@ -574,3 +574,18 @@ def test_tokenize_dataset_pairs_keep_the_label(minilm_tokenizer):
     assert all(1 in segments for segments in tokenized["token_type_ids"])
     with pytest.raises(ValueError, match="no column 'sentence'"):
         tokenize_dataset(pairs, minilm_tokenizer, text_column="sentence")
+
+
+def test_offline_topic_classification_is_balanced_and_unseen_by_pretraining():
+    """Five subjects from packages the large corpus leaves out; no sentence of it in the corpus."""
+    train, validation = (data.offline_topic_classification(s) for s in ("train", "validation"))
+    assert train.label_names == validation.label_names == list(data.TOPIC_PACKAGES)
+    assert set(train.class_counts().values()) == {data.TOPIC_SENTENCES_PER_CLASS["train"]}
+    assert set(validation.class_counts().values()) == {data.TOPIC_SENTENCES_PER_CLASS["validation"]}
+    assert not set(train.texts) & set(validation.texts)
+    corpus = {s for d in data.offline_corpus("all", "large").documents for s in d.sentences}
+    assert not (set(train.texts) | set(validation.texts)) & corpus
+    sources = {name for names in data.TOPIC_PACKAGES.values() for name in names}
+    assert not sources & set(data.PACKAGE_SOURCES)  # the corpus reads none of these packages
+    with pytest.raises(ValueError, match="'train' or 'validation'"):
+        data.offline_topic_classification("all")

@@ -198,3 +198,27 @@ def test_minilm_parity_on_real_sentence_pairs_at_every_position(implementation):
         expected = reference(**batch)
     assert (got.last_hidden_state - expected.last_hidden_state).abs().max() < 1e-5
     assert (got.pooler_output - expected.pooler_output).abs().max() < 1e-5
+
+
+def test_a_masked_lm_checkpoint_gets_a_fresh_pooler_with_a_warning(tmp_path):
+    """An MLM-only export has no pooler: a classifier (and BertModel) load it with a fresh one,
+    as transformers does, and the encoder's weights are the checkpoint's."""
+    from bertcourse import BertForMaskedLM, BertForSequenceClassification
+    from bertcourse.hf import FreshPoolerWarning
+
+    torch.manual_seed(0)
+    BertForMaskedLM(SMALL).save_pretrained(tmp_path)
+    with pytest.warns(FreshPoolerWarning, match="bert.pooler.dense.weight"):
+        ours = BertForSequenceClassification.from_hf(tmp_path, num_labels=3).eval()
+    assert {"bert.pooler.dense.weight", "classifier.weight"} <= set(ours.newly_initialized_keys)
+    theirs = transformers.BertForSequenceClassification.from_pretrained(tmp_path, num_labels=3)
+    ids, mask, types = random_batch(SMALL.vocab_size, batch=3, length=9)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ours.bert(ids, mask, types).last_hidden_state,
+            theirs.eval().bert(ids, mask, types).last_hidden_state,
+        )
+    with pytest.warns(FreshPoolerWarning):
+        encoder = BertModel.from_hf(tmp_path)
+    assert encoder.newly_initialized_keys == ["pooler.dense.weight", "pooler.dense.bias"]
+    assert BertModel.from_hf(tmp_path, add_pooling_layer=False).pooler is None

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 try:
@@ -123,23 +124,65 @@ def test_ci_runs_make_test():
     assert "make test" in (ROOT / "README.md").read_text()
 
 
-def test_book_check_flags_pages_without_figures(tmp_path):
+def _check_book_module():
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import check_book
     finally:
         sys.path.pop(0)
+    return check_book
+
+
+FIGURES = '<img src="../_images/aa.png"><img src="../_images/bb.png">'
+LIVE = "<pre>validation accuracy: 85.3% (chance 20.0%)</pre>"
+
+
+def test_book_check_flags_pages_without_figures(tmp_path):
+    check_book = _check_book_module()
     pages = tmp_path / "notebooks"
     pages.mkdir()
     for i, path in enumerate(NOTEBOOKS):
-        figures = "" if i == 0 else '<img src="../_images/aa.png"><img src="../_images/bb.png">'
-        (pages / f"{path.stem}.html").write_text(f"<html>{figures}</html>")
+        (pages / f"{path.stem}.html").write_text(f"<html>{'' if i == 0 else FIGURES}{LIVE}</html>")
     problems = check_book.check(tmp_path)
     assert len(problems) == 1 and NOTEBOOKS[0].stem in problems[0] and "0 figure(s)" in problems[0]
     (pages / f"{NOTEBOOKS[1].stem}.html").write_text(
-        '<img src="../_images/aa.png"><img src="../_images/bb.png"> Traceback (most recent call last)'
+        f"{FIGURES}{LIVE} Traceback (most recent call last)"
     )
     assert len(check_book.check(tmp_path)) == 2
+
+
+def test_book_check_flags_live_results_at_chance(tmp_path):
+    check_book = _check_book_module()
+    pages = tmp_path / "notebooks"
+    pages.mkdir()
+    for path in NOTEBOOKS:
+        (pages / f"{path.stem}.html").write_text(f"<html>{FIGURES}{LIVE}</html>")
+    assert check_book.check(tmp_path) == []
+    chapter_09 = next(p for p in NOTEBOOKS if p.stem.startswith("09"))
+    (pages / f"{chapter_09.stem}.html").write_text(
+        f"{FIGURES}{LIVE}<pre>validation accuracy: 20.0% (chance 20.0%)</pre>"
+    )
+    (problem,) = check_book.check(tmp_path)
+    assert chapter_09.stem in problem and "at or below chance" in problem
+    # A chapter that trains must state at least one live result; the others need not.
+    (pages / f"{chapter_09.stem}.html").write_text(FIGURES)
+    chapter_01 = next(p for p in NOTEBOOKS if p.stem.startswith("01"))  # trains nothing
+    (pages / f"{chapter_01.stem}.html").write_text(FIGURES)
+    (problem,) = check_book.check(tmp_path)
+    assert chapter_09.stem in problem and "states no live result" in problem
+
+
+def test_live_result_states_the_baseline_and_refuses_a_run_that_did_not_learn(capsys):
+    from bertcourse.metrics import LIVE_RESULT_PATTERN, live_result
+
+    line = live_result("held-out MLM accuracy", 0.131, 0.055, factor=2, kind="baseline")
+    assert line == "held-out MLM accuracy: 13.1% (baseline 5.5%)"
+    assert line in capsys.readouterr().out
+    assert re.findall(LIVE_RESULT_PATTERN, line) == [("13.1", "baseline", "5.5")]
+    with pytest.raises(AssertionError, match="did not learn"):
+        live_result("held-out MLM accuracy", 0.10, 0.055, factor=2, kind="baseline")
+    with pytest.raises(AssertionError, match="course-tiny"):
+        live_result("validation accuracy", 0.22, 0.20)
 
 
 # ----------------------------------------------------------------------------

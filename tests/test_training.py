@@ -520,7 +520,7 @@ def test_pretrain_cli_end_to_end_and_fill_mask(tmp_path, capsys):
         [
             "pretrain", "--size", "tiny", "--corpus", str(corpus), "--steps", "20",
             "--out", str(out), "--vocab", "train:120", "--seq-len", "32", "--batch-size", "8",
-            "--lr", "1e-3", "--eval-every", "10",
+            "--lr", "1e-3", "--eval-every", "10", "--nsp",
         ]
     )  # fmt: skip
     assert code == 0
@@ -592,3 +592,17 @@ def test_pretraining_evaluates_a_seeded_sample_of_the_whole_validation_split():
     positions = [every.index(example) for example in sample]
     assert len(sample) == 10 and sample == again  # seeded
     assert max(positions) > len(every) // 2  # not only the first documents
+
+
+def test_pretrain_defaults_are_the_measured_laptop_recipe():
+    """The defaults are the sweep's best run among those of at least 64 tokens (shorter ones
+    would leave the position embeddings of longer task inputs untrained)."""
+    parser = pretrain.build_parser()
+    options = parser.parse_args(["--steps", "1", "--out", "x"])
+    assert not parser.parse_args(["--steps", "1", "--out", "x", "--nsp"]).no_nsp
+    sweep = json.loads((Path(__file__).parent.parent / "book/data/pretrain_sweep.json").read_text())
+    long_enough = [run for run in sweep["runs"] if " --seq-len 32 " not in run["command"]]
+    best = max(long_enough, key=lambda run: run["final_reevaluated"]["eval_mlm_accuracy"])
+    recipe = parser.parse_args(best["command"].split()[4:])  # after "python -m bertcourse pretrain"
+    for key in ("vocab", "no_nsp", "seq_len", "batch_size", "lr", "mlm_probability", "size"):
+        assert getattr(options, key) == getattr(recipe, key), key

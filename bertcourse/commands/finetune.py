@@ -68,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--init",
         default="minilm",
-        help="minilm (offline), a hub name such as bert-base-uncased, a checkpoint or course run "
-        "directory, or random (MiniLM's shape, no pretraining)",
+        help="minilm (offline), course-tiny (the course's own pretrained BERT, offline), a hub "
+        "name such as bert-base-uncased, a checkpoint or course run directory, or "
+        "random:<any of those> (that model's shape and vocabulary, no pretraining; 'random' is "
+        "random:minilm)",
     )
     parser.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
     parser.add_argument(

@@ -36,6 +36,7 @@ from ..model import BertForMaskedLM, BertForPreTraining
 from ..tokenization import BertTokenizer, save_vocab, train_reference_wordpiece, train_wordpiece
 from ..training import (
     CHECKPOINT_PREFIX,
+    make_dataloader,
     LOG_CSV,
     LOG_JSONL,
     MIXED_PRECISIONS,
@@ -49,8 +50,10 @@ from ..viz import plot_training_curves
 
 __all__ = [
     "EVAL_MLM_PROBABILITY",
+    "RECIPE",
     "build_parser",
     "corpus_splits",
+    "evaluate_checkpoint",
     "run_pretraining",
     "load_pretraining_tokenizer",
     "prepare_pretraining_dir",
@@ -60,13 +63,20 @@ __all__ = [
 ]
 
 EVAL_MLM_PROBABILITY = 0.15  # BERT's masking rate, at which every run is evaluated
+# The laptop recipe, the defaults: chosen by scripts/pretrain_sweep.py (book/data/pretrain_sweep.json),
+# five-minute runs of a tiny BERT on the offline corpus on 2 CPU cores. Short sequences, 30%
+# masking and a large learning rate learnt most per minute; NSP did not help masked LM.
+RECIPE = {"vocab": "train:8000", "nsp": False, "seq_len": 64, "batch_size": 64, "lr": 3e-3,
+          "mlm_probability": 0.3}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bertcourse pretrain",
-        description="Pretrain a BERT from scratch with masked language modelling (+ next sentence "
-        "prediction), then export a transformers directory that pipeline('fill-mask') loads.",
+        description="Pretrain a BERT from scratch with masked language modelling (and, with --nsp, "
+        "next sentence prediction), then export a transformers directory that "
+        "pipeline('fill-mask') loads. The defaults are the laptop recipe measured by "
+        "scripts/pretrain_sweep.py.",
     )
     parser.add_argument("--size", default="tiny", help="model size: tiny, mini, small, base")
     parser.add_argument(
@@ -80,21 +90,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument(
         "--vocab",
-        default="train:8000",
+        default=RECIPE["vocab"],
         help="'minilm' (MiniLM's 30,522 tokens), 'train:N' (a WordPiece vocabulary of N tokens "
         "trained on the corpus by the course's trainer; smaller vocabularies train faster on a "
-        "CPU), 'tokenizers:N' (the same by the tokenizers library), or a vocab.txt path",
+        "CPU), 'tokenizers:N' (the same by the tokenizers library), or a vocab.txt path "
+        "(default %(default)s)",
     )
-    parser.add_argument(
-        "--no-nsp", action="store_true", help="masked LM only (BertForMaskedLM, packed text)"
+    nsp = parser.add_mutually_exclusive_group()
+    nsp.add_argument(
+        "--no-nsp",
+        dest="no_nsp",
+        action="store_true",
+        default=not RECIPE["nsp"],
+        help="masked LM only (BertForMaskedLM, packed text): the default",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="per process")
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    nsp.add_argument(
+        "--nsp",
+        dest="no_nsp",
+        action="store_false",
+        help="masked LM + next sentence prediction (BertForPreTraining, sentence pairs), as BERT",
+    )
+    parser.add_argument("--batch-size", type=int, default=RECIPE["batch_size"], help="per process")
+    parser.add_argument("--seq-len", type=int, default=RECIPE["seq_len"])
+    parser.add_argument("--lr", type=float, default=RECIPE["lr"])
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--mlm-probability", type=float, default=0.15)
+    parser.add_argument("--mlm-probability", type=float, default=RECIPE["mlm_probability"])
     parser.add_argument("--whole-word-mask", action="store_true")
     parser.add_argument("--eval-every", type=int, default=None, help="steps (default steps/10)")
     parser.add_argument("--save-every", type=int, default=None, help="steps (default eval-every)")
@@ -292,6 +314,39 @@ def make_pretraining_examples(
     if len(eval_examples) > options.eval_examples:
         eval_examples = random.Random(options.seed).sample(eval_examples, options.eval_examples)
     return train_examples, eval_examples
+
+
+def evaluate_checkpoint(
+    directory: str | Path,
+    corpus: str = "offline-large",
+    seq_len: int = 64,
+    eval_examples: int = 2048,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Held-out masked-LM loss and top-1 accuracy of an exported checkpoint (a `final/` folder,
+    "course-tiny", ...) on the validation split of `corpus`.
+
+    The examples are those a pretrain run with the same --seq-len, --seed and
+    --eval-examples evaluates on: a seeded sample of packed validation
+    sequences, 15% of their tokens masked with a fixed seed. So the score is
+    deterministic, and the same as the run's own final evaluation.
+    """
+    from accelerate import Accelerator  # deferred: only for evaluating a checkpoint alone
+
+    tokenizer = BertTokenizer.from_pretrained(directory)
+    validation = load_corpus(corpus, "validation")
+    options = argparse.Namespace(
+        no_nsp=True, seq_len=seq_len, seed=seed, eval_examples=eval_examples
+    )
+    _, examples = make_pretraining_examples(options, tokenizer, validation, validation)
+    model = BertForMaskedLM.from_hf(directory).eval()
+    collator = PretrainingCollator(tokenizer, mlm_probability=EVAL_MLM_PROBABILITY)
+    loader = make_dataloader(
+        examples, collator, batch_size, seed + 1, shuffle=False, drop_last=False
+    )
+    metrics = evaluate_pretraining(model, loader, Accelerator(cpu=True))
+    return {**metrics, "eval_examples": len(examples)}
 
 
 def training_arguments(options: argparse.Namespace) -> TrainingArguments:

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .corpus import load_hub_dataset, read_table, require_columns
-from .documents import check_split
-from .offline import offline_corpus
+from .documents import check_split, is_validation_document
+from .offline import installed_packages, module_docstrings, module_files, offline_corpus
+from .text import prose_sentences
 
 __all__ = [
     "OFFLINE_CLASSIFICATION_PACKAGES",
@@ -33,6 +34,9 @@ __all__ = [
     "load_imdb",
     "offline_classification",
     "offline_pair_classification",
+    "TOPIC_PACKAGES",
+    "TOPIC_SENTENCES_PER_CLASS",
+    "offline_topic_classification",
     "TOKENIZER_OUTPUTS",
     "LABEL_COLUMNS",
     "tokenize_dataset",
@@ -58,6 +62,17 @@ OFFLINE_CLASSIFICATION_TASK = (
     + "); a sentence's label is the package whose source file holds the docstring it comes from."
 )
 PAIR_LABEL_NAMES = ["different_document", "same_document"]
+
+# A topic task on text the course's pretraining never read: documentation sentences of installed
+# packages that the large offline corpus leaves out, labelled with the subject of the package.
+TOPIC_PACKAGES = {
+    "machine learning": ("sklearn",),
+    "scientific computing": ("scipy",),
+    "databases": ("sqlalchemy",),
+    "documents and markup": ("docutils", "sphinx"),
+    "software testing": ("hypothesis", "_pytest"),
+}
+TOPIC_SENTENCES_PER_CLASS = {"train": 1_000, "validation": 200}  # balanced: chance is 1/5
 
 OFFLINE_LABELLED_HINT = (
     "Offline, use offline_classification() or offline_pair_classification() (labelled tasks "
@@ -251,6 +266,45 @@ def offline_classification(split: str = "train") -> LabelledData:
                 texts.append(sentence)
                 labels.append(label)
     return LabelledData(texts, labels, label_names, name=f"stdlib-package/{split}")
+
+
+def offline_topic_classification(split: str = "train") -> LabelledData:
+    """What is this documentation sentence about? Five subjects, from text no course run read.
+
+    Each label of `TOPIC_PACKAGES` is a subject and an installed package that
+    the large offline corpus leaves out (scikit-learn for machine learning,
+    SQLAlchemy for databases, docutils and Sphinx for documents and markup, ...); its examples are sentences of that
+    package's docstrings, cleaned like the corpus. Sentences that also occur in
+    the large offline corpus are dropped, so a model pretrained on it has never
+    read any of them. Modules are split by `is_validation_document` (no module
+    gives sentences to both splits); each split is balanced, with the
+    `TOPIC_SENTENCES_PER_CLASS` sentences of lowest CRC-32 per subject.
+    split: "train" or "validation".
+    """
+    if split not in TOPIC_SENTENCES_PER_CLASS:
+        raise ValueError(f"split must be 'train' or 'validation', got {split!r}.")
+    wanted = [name for names in TOPIC_PACKAGES.values() for name in names]
+    packages = {p.name: p for p in installed_packages(wanted)}
+    missing = [name for name in wanted if name not in packages]
+    if missing:
+        raise FileNotFoundError(
+            f"The topic task reads the docstrings of {', '.join(missing)}, not installed here: "
+            f"pip install {' '.join(missing)} (scikit-learn for sklearn, pytest for _pytest)."
+        )
+    seen = {s for d in offline_corpus("all", "large").documents for s in d.sentences}
+    texts, labels = [], []
+    for label, names in enumerate(TOPIC_PACKAGES.values()):
+        sentences: set[str] = set()
+        for package in names:
+            for module, path in module_files(packages[package].root, package):
+                if is_validation_document(f"module:{module}") == (split == "validation"):
+                    for docstring in module_docstrings(path):
+                        sentences.update(prose_sentences(docstring))
+        ranked = sorted(sentences - seen, key=lambda t: (zlib.crc32(t.encode()), t))
+        chosen = ranked[: TOPIC_SENTENCES_PER_CLASS[split]]
+        texts.extend(chosen)
+        labels.extend([label] * len(chosen))
+    return LabelledData(texts, labels, list(TOPIC_PACKAGES), name=f"topics/{split}")
 
 
 def _top_level_package(document_id: str) -> str | None:
