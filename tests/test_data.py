@@ -582,7 +582,8 @@ def test_offline_topic_classification_is_balanced_and_unseen_by_pretraining():
     assert train.label_names == validation.label_names == list(data.TOPIC_PACKAGES)
     assert set(train.class_counts().values()) == {data.TOPIC_SENTENCES_PER_CLASS["train"]}
     assert set(validation.class_counts().values()) == {data.TOPIC_SENTENCES_PER_CLASS["validation"]}
-    assert not set(train.texts) & set(validation.texts)
+    assert not set(train.texts) & set(validation.texts)  # no sentence in both splits
+    assert len(set(train.texts)) == len(train.texts)  # nor under two subjects
     corpus = {s for d in data.offline_corpus("all", "large").documents for s in d.sentences}
     assert not (set(train.texts) | set(validation.texts)) & corpus
     sources = {name for names in data.TOPIC_PACKAGES.values() for name in names}
