@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import BertConfig
 from .data import QAExample
-from .hf import minilm_path, resolve_checkpoint
+from .hf import resolve_checkpoint
 from .metrics import classification_report, entity_f1
 from .tokenization import BertTokenizer
 

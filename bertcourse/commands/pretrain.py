@@ -36,7 +36,6 @@ from ..model import BertForMaskedLM, BertForPreTraining
 from ..tokenization import BertTokenizer, save_vocab, train_reference_wordpiece, train_wordpiece
 from ..training import (
     CHECKPOINT_PREFIX,
-    make_dataloader,
     LOG_CSV,
     LOG_JSONL,
     MIXED_PRECISIONS,
@@ -44,6 +43,7 @@ from ..training import (
     TrainResult,
     evaluate_pretraining,
     latest_checkpoint,
+    make_dataloader,
     train,
 )
 from ..viz import plot_training_curves
