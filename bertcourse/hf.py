@@ -3,8 +3,9 @@
 Because our parameter names are those of `transformers`, moving weights is a
 state-dict copy. This module adds what makes that copy safe: checkpoints
 come from a model object, a local directory, the offline MiniLM package, the
-course's own pretrained checkpoint (shipped in the package) or the hub; old naming conventions are normalised; and any missing, unexpected
-or mis-shaped tensor stops the load with a list of every problem.
+course's own pretrained checkpoint (shipped in the package) or the hub; old
+naming conventions are normalised; and any missing, unexpected or mis-shaped
+tensor stops the load with a list of every problem.
 """
 
 from __future__ import annotations

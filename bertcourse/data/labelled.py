@@ -7,6 +7,7 @@ model inputs.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -292,24 +293,33 @@ def offline_topic_classification(split: str = "train") -> LabelledData:
             f"The topic task reads the docstrings of {', '.join(missing)}, not installed here: "
             f"pip install {' '.join(missing)} (scikit-learn for sklearn, pytest for _pytest)."
         )
+    texts, labels = [], []
+    for label, sentences in enumerate(_topic_sentences(tuple(packages.values()))[split]):
+        ranked = sorted(sentences, key=lambda t: (zlib.crc32(t.encode()), t))
+        chosen = ranked[: TOPIC_SENTENCES_PER_CLASS[split]]
+        texts.extend(chosen)
+        labels.extend([label] * len(chosen))
+    return LabelledData(texts, labels, list(TOPIC_PACKAGES), name=f"topics/{split}")
+
+
+@functools.lru_cache(maxsize=1)
+def _topic_sentences(packages: tuple) -> dict[str, list[list[str]]]:
+    """split -> one list of kept sentences per subject; both splits at once, parsed once."""
+    by_name = {p.name: p for p in packages}
     seen = {s for d in offline_corpus("all", "large").documents for s in d.sentences}
     by_split = {name: [set() for _ in TOPIC_PACKAGES] for name in TOPIC_SENTENCES_PER_CLASS}
     for label, names in enumerate(TOPIC_PACKAGES.values()):
         for package in names:
-            for module, path in module_files(packages[package].root, package):
+            for module, path in module_files(by_name[package].root, package):
                 name = "validation" if is_validation_document(f"module:{module}") else "train"
                 for docstring in module_docstrings(path):
                     by_split[name][label].update(prose_sentences(docstring))
     # A sentence in both splits, or under two subjects ("If None, ... is used."), is left out.
     counts = Counter(s for sets in by_split.values() for sentences in sets for s in sentences)
-    texts, labels = [], []
-    for label, sentences in enumerate(by_split[split]):
-        kept = [t for t in sentences if counts[t] == 1 and t not in seen]
-        ranked = sorted(kept, key=lambda t: (zlib.crc32(t.encode()), t))
-        chosen = ranked[: TOPIC_SENTENCES_PER_CLASS[split]]
-        texts.extend(chosen)
-        labels.extend([label] * len(chosen))
-    return LabelledData(texts, labels, list(TOPIC_PACKAGES), name=f"topics/{split}")
+    return {
+        name: [[t for t in sentences if counts[t] == 1 and t not in seen] for sentences in sets]
+        for name, sets in by_split.items()
+    }
 
 
 def _top_level_package(document_id: str) -> str | None:
