@@ -503,6 +503,41 @@ def test_labelled_data_split_is_stratified_deterministic_and_complete():
         LabelledData(["a"], [2], ["x", "y"])
 
 
+def test_sentence_split_holds_out_whole_sentences_and_every_part_of_them():
+    # Phrase-level data as in SST-2's training file: sentences and their sub-phrases, labelled.
+    sentences = [
+        f"review {i} says the film is {'good' if i % 2 else 'bad'} and long" for i in range(6)
+    ]
+    texts, labels = [], []
+    for i, sentence in enumerate(sentences):
+        words = sentence.split()
+        for phrase in (sentence, " ".join(words[:4]), " ".join(words[1:5]), words[-1]):
+            texts.append(phrase)
+            labels.append(i % 2)
+    texts.append("review  0 says the film is bad and long")  # a duplicate with other spacing
+    labels.append(0)
+    texts.append(f"indeed {sentences[5]}")  # sentence 5 is part of a longer phrase: not whole
+    labels.append(1)
+    labelled = LabelledData(texts, labels, ["negative", "positive"], name="toy")
+    train, validation = labelled.sentence_split(2, min_words=5, seed=1)
+    whole = {*sentences[:5], f"indeed {sentences[5]}"}
+    assert len(validation) == 2 and set(validation.texts) <= whole  # whole sentences only
+    assert all(sentences[5] not in labelled.sentence_split(2, min_words=5, seed=seed)[1].texts
+               for seed in range(20))  # fmt: skip
+    for held_out in validation.texts:  # nothing of a held-out sentence is trained on
+        assert not [
+            text for text in train.texts if f" {' '.join(text.split())} " in f" {held_out} "
+        ]
+    # Everything else is trained on: the other sentences and their parts, unless they are also
+    # part of a held-out sentence (as "long" is).
+    parts = [" ".join(t.split()) for t in texts]
+    kept = [t for t in parts if not any(f" {t} " in f" {v} " for v in validation.texts)]
+    assert sorted(" ".join(t.split()) for t in train.texts) == sorted(kept)
+    assert labelled.sentence_split(2, min_words=5, seed=1)[1].texts == validation.texts
+    with pytest.raises(ValueError, match="6 whole sentences of at least 5 words, fewer than"):
+        labelled.sentence_split(7, min_words=5)
+
+
 def test_offline_classification_classes_and_split():
     train, validation = offline_classification("train"), offline_classification("validation")
     assert train.label_names == list(OFFLINE_CLASSIFICATION_PACKAGES)

@@ -162,6 +162,56 @@ class LabelledData:
             self.subset(sorted(validation), f"{self.name}/validation"),
         )
 
+    def sentence_split(
+        self, validation_size: int, min_words: int = 15, seed: int = 0
+    ) -> tuple[LabelledData, LabelledData]:
+        """(train, validation) for phrase-level data such as SST-2's training file, with no leak.
+
+        SST-2's training file labels each parsed review sentence *and* its sub-phrases, so a
+        random split scores a model on phrases it trained on as parts of longer ones. Here the
+        validation part is `validation_size` whole sentences, drawn at random among the phrases
+        of at least `min_words` words that are part of no longer phrase; the training part is
+        every phrase that is not one of them and not part of one. (Phrases are compared as
+        whole words, whitespace normalised.)
+        """
+        if self.pairs is not None:
+            raise ValueError("sentence_split splits single texts; this data has sentence pairs.")
+        words = [" ".join(text.split()) for text in self.texts]
+        long_ones = [text for text in set(words) if len(text.split()) > min_words]
+        inside_longer = {  # every phrase of >= min_words words inside a longer phrase
+            " ".join(tokens[start:end])
+            for tokens in (text.split() for text in long_ones)
+            for start in range(len(tokens))
+            for end in range(start + min_words, len(tokens) + 1)
+            if end - start < len(tokens)
+        }
+        candidates = sorted(
+            {text for text in words if len(text.split()) >= min_words} - inside_longer
+        )
+        if len(candidates) < validation_size:
+            raise ValueError(
+                f"{self.name or 'The data'} has {len(candidates)} whole sentences of at least "
+                f"{min_words} words, fewer than validation_size={validation_size}: ask for fewer "
+                "or lower min_words."
+            )
+        held_out = set(random.Random(seed).sample(candidates, validation_size))
+        parts_of_held_out = {
+            " ".join(tokens[start:end])
+            for tokens in (text.split() for text in held_out)
+            for start in range(len(tokens))
+            for end in range(start + 1, len(tokens) + 1)
+        }
+        validation, seen = [], set()
+        for index, text in enumerate(words):
+            if text in held_out and text not in seen:  # a duplicated sentence is scored once
+                validation.append(index)
+                seen.add(text)
+        train = [i for i, text in enumerate(words) if text not in parts_of_held_out]
+        return (
+            self.subset(train, f"{self.name}/train"),
+            self.subset(validation, f"{self.name}/validation"),
+        )
+
 
 def load_classification(
     path: str | os.PathLike,
