@@ -547,10 +547,13 @@ class BertForPreTraining(_TiedMLMMixin, BertPreTrainedModel):
     """BERT's pre-training model: the MLM head on every token, the NSP head on the pooled [CLS]."""
 
     hf_class_name = "BertForPreTraining"
+    # A checkpoint pretrained with masked LM only (course-tiny) has neither a pooler nor an NSP
+    # head: both start fresh (with a FreshPoolerWarning), as in transformers.
     allowed_missing_prefixes = (
         "cls.predictions.transform.",
         "cls.predictions.bias",
         "cls.seq_relationship.",
+        "bert.pooler.",
     )
 
     def __init__(self, config: BertConfig):

@@ -80,6 +80,16 @@ def load_task(name: str, seed: int = 0) -> tuple[LabelledData, LabelledData]:
     raise ValueError(f"Unknown task {name!r}: offline, sst2 or topics.")
 
 
+def random_split_leak(seed: int = 0) -> dict:
+    """Why SST-2 is split by sentence: how many phrases of a random split sit inside training ones."""
+    data = load_classification(SST2, "sentence", "label")
+    train, validation = data.split(SST2_VALIDATION / len(data.texts), seed=seed)
+    training_text = "\n".join(f" {' '.join(text.split())} " for text in train.texts)
+    inside = sum(f" {' '.join(text.split())} " in training_text for text in validation.texts)
+    return {"validation_phrases": len(validation.texts), "inside_a_training_phrase": inside,
+            "share": round(inside / len(validation.texts), 4), "seed": seed}  # fmt: skip
+
+
 def finetune(
     init: str, lr: float, task: tuple[LabelledData, LabelledData], options: argparse.Namespace
 ) -> dict:
@@ -136,6 +146,8 @@ def main() -> None:
                    "max_length": options.max_length, "warmup_ratio": 0.1, "seed": options.seed},
         "models": MODELS, "learning_rates": LEARNING_RATES,
     })  # fmt: skip
+    if "sst2" in options.tasks:
+        record["sst2_random_split_leak"] = random_split_leak(options.seed)
     for task_name in options.tasks:
         task = load_task(task_name, options.seed)
         for model_name in options.models:

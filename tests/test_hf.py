@@ -222,3 +222,26 @@ def test_a_masked_lm_checkpoint_gets_a_fresh_pooler_with_a_warning(tmp_path):
         encoder = BertModel.from_hf(tmp_path)
     assert encoder.newly_initialized_keys == ["pooler.dense.weight", "pooler.dense.bias"]
     assert BertModel.from_hf(tmp_path, add_pooling_layer=False).pooler is None
+
+
+def test_a_masked_lm_checkpoint_continues_pretraining_with_fresh_nsp_parts(tmp_path):
+    """BertForPreTraining loads an MLM-only export: its MLM logits are the checkpoint's, and the
+    pooler and NSP classifier start fresh (with a warning), as in transformers."""
+    from bertcourse import BertForMaskedLM, BertForPreTraining
+    from bertcourse.hf import FreshPoolerWarning
+
+    torch.manual_seed(0)
+    masked_lm = BertForMaskedLM(SMALL).eval()
+    masked_lm.save_pretrained(tmp_path)
+    with pytest.warns(FreshPoolerWarning, match="bert.pooler.dense.weight"):
+        ours = BertForPreTraining.from_hf(tmp_path).eval()
+    fresh = {key.rsplit(".", 1)[0] for key in ours.newly_initialized_keys}
+    assert fresh == {"bert.pooler.dense", "cls.seq_relationship"}
+    theirs = transformers.BertForPreTraining.from_pretrained(tmp_path).eval()
+    ids, mask, types = random_batch(SMALL.vocab_size, batch=3, length=9)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids, mask, types).prediction_logits,
+                                   masked_lm(ids, mask, types).logits)  # fmt: skip
+        torch.testing.assert_close(ours(ids, mask, types).prediction_logits,
+                                   theirs(input_ids=ids, attention_mask=mask,
+                                          token_type_ids=types).prediction_logits)  # fmt: skip
