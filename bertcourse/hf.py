@@ -13,16 +13,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import BertConfig
-from .files import atomic_save_file
+from .files import atomic_directory, atomic_save_file
 
 __all__ = [
     "MINILM_NAMES",
@@ -170,11 +172,21 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[
             break
     else:
         raise FileNotFoundError(f"No {' or '.join(WEIGHT_FILES)} in {directory}.")
-    if weights.suffix == ".safetensors":
-        state_dict = load_file(weights)
-    else:
-        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
-    return config, state_dict
+    return config, read_weights(weights)
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors (or torch) file; a damaged file is refused with its path."""
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise CheckpointMismatchError(
+            f"{path} cannot be read ({str(error).strip() or type(error).__name__}): the file is "
+            "damaged or incomplete (cut short by a crash, a full disk or a partial copy). Copy "
+            "or export it again, or resume from an earlier checkpoint."
+        ) from error
 
 
 # ----------------------------------------------------------------------------
@@ -387,7 +399,9 @@ def export_for_transformers(
     pretraining model's `cls.predictions.*` tensors are exactly those of
     BertForMaskedLM (the NSP head and pooler are ignored by that class).
     """
-    directory = Path(directory)
-    save_pretrained(model, directory)
-    tokenizer.save_vocabulary(directory)
-    return directory
+
+    def write(folder: Path) -> None:
+        save_pretrained(model, folder)
+        tokenizer.save_vocabulary(folder)
+
+    return atomic_directory(write, directory)  # all the new files, or the old folder intact

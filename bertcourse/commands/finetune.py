@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ from ..metrics import classification_report
 from ..model import BertForSequenceClassification
 from ..training import BEST_DIR, LOG_CSV, TrainingArguments, TrainResult, load_model_weights, train
 from ..viz import plot_confusion_matrix, plot_training_curves
+from .options import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 
 __all__ = [
     "build_parser",
@@ -73,28 +75,30 @@ def build_parser() -> argparse.ArgumentParser:
         "random:<any of those> (that model's shape and vocabulary, no pretraining; 'random' is "
         "random:minilm)",
     )
-    parser.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
+    parser.add_argument("--epochs", type=positive_float, default=DEFAULT_EPOCHS)
     parser.add_argument(
         "--max-steps",
-        type=int,
+        type=non_negative_int,
         default=DEFAULT_MAX_STEPS,
         help="stop after at most this many steps even if --epochs are not done (default "
         f"{DEFAULT_MAX_STEPS}: minutes on a laptop CPU; 0 for no cap)",
     )
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE)
-    parser.add_argument("--warmup-ratio", type=float, default=DEFAULT_WARMUP_RATIO)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--max-length", type=int, default=128, help="tokens per example, at most")
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--lr", type=positive_float, default=DEFAULT_LEARNING_RATE)
+    parser.add_argument("--warmup-ratio", type=fraction, default=DEFAULT_WARMUP_RATIO)
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.01)
+    parser.add_argument(
+        "--max-length", type=positive_int, default=128, help="tokens per example, at most"
+    )
     parser.add_argument(
         "--no-group-by-length",
         dest="group_by_length",
         action="store_false",
         help="random batches instead of batches of similar length (more padding, slower)",
     )
-    parser.add_argument("--evals-per-epoch", type=int, default=1)
+    parser.add_argument("--evals-per-epoch", type=positive_int, default=1)
     parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--overwrite", action="store_true", help="start over in --out")
@@ -156,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         eval_dataset=valid_examples,
         evaluate_fn=evaluate_classification,
     )
-    if result.interrupted:
-        return 130
+    if result.interrupted:  # a checkpoint was saved: --resume continues
+        return 128 + (result.stop_signal or signal.SIGINT)  # 130 after Ctrl-C, 143 after SIGTERM
     if PartialState().is_main_process:
         _finish_finetuning(result, valid_data, valid_examples, tokenizer, out, options)
     return 0

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..config import BertConfig
+from ..config import SIZES, BertConfig
 from ..data import (
     OFFLINE_CORPORA,
     Corpus,
@@ -47,6 +48,14 @@ from ..training import (
     train,
 )
 from ..viz import plot_training_curves
+from .options import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 __all__ = [
     "EVAL_MLM_PROBABILITY",
@@ -78,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pipeline('fill-mask') loads. The defaults are the laptop recipe measured by "
         "scripts/pretrain_sweep.py.",
     )
-    parser.add_argument("--size", default="tiny", help="model size: tiny, mini, small, base")
+    parser.add_argument("--size", default="tiny", choices=list(SIZES), help="model size")
     parser.add_argument(
         "--corpus",
         default="offline",
@@ -86,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "docstrings of the installed packages, about 12 MB), 'wikitext-103', or a local "
         ".txt/.csv/.tsv file or directory of .txt files",
     )
-    parser.add_argument("--steps", type=int, required=True, help="optimizer steps")
+    parser.add_argument("--steps", type=positive_int, required=True, help="optimizer steps")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument(
         "--vocab",
@@ -110,21 +119,31 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="masked LM + next sentence prediction (BertForPreTraining, sentence pairs), as BERT",
     )
-    parser.add_argument("--batch-size", type=int, default=RECIPE["batch_size"], help="per process")
-    parser.add_argument("--seq-len", type=int, default=RECIPE["seq_len"])
-    parser.add_argument("--lr", type=float, default=RECIPE["lr"])
-    parser.add_argument("--warmup-ratio", type=float, default=0.1)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--mlm-probability", type=float, default=RECIPE["mlm_probability"])
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=RECIPE["batch_size"], help="per process"
+    )
+    parser.add_argument("--seq-len", type=positive_int, default=RECIPE["seq_len"])
+    parser.add_argument("--lr", type=positive_float, default=RECIPE["lr"])
+    parser.add_argument("--warmup-ratio", type=fraction, default=0.1)
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.01)
+    parser.add_argument("--grad-accum", type=positive_int, default=1)
+    parser.add_argument("--mlm-probability", type=probability, default=RECIPE["mlm_probability"])
     parser.add_argument("--whole-word-mask", action="store_true")
-    parser.add_argument("--eval-every", type=int, default=None, help="steps (default steps/10)")
-    parser.add_argument("--save-every", type=int, default=None, help="steps (default eval-every)")
-    parser.add_argument("--log-every", type=int, default=None, help="steps (default steps/50)")
-    parser.add_argument("--eval-examples", type=int, default=512, help="validation examples used")
-    parser.add_argument("--keep-checkpoints", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument(
+        "--eval-every", type=positive_int, default=None, help="steps (default steps/10)"
+    )
+    parser.add_argument(
+        "--save-every", type=positive_int, default=None, help="steps (default eval-every)"
+    )
+    parser.add_argument(
+        "--log-every", type=positive_int, default=None, help="steps (default steps/50)"
+    )
+    parser.add_argument(
+        "--eval-examples", type=non_negative_int, default=512, help="validation examples used"
+    )
+    parser.add_argument("--keep-checkpoints", type=positive_int, default=2)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--num-workers", type=non_negative_int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument(
         "--overwrite", action="store_true", help="start over in an --out that holds a run"
@@ -228,8 +247,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bertcourse pretrain ...`: corpus -> vocabulary -> examples -> train -> export."""
     parser = build_parser()
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if options.steps < 1:
-        parser.error("--steps must be at least 1")
     out = Path(options.out)
     setup = {
         key: getattr(options, key)
@@ -251,8 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{time.perf_counter() - started:.1f} s)"
     )
     result = run_pretraining(options, tokenizer, train_examples, eval_examples)
-    if result.interrupted:
-        return 130
+    if result.interrupted:  # a checkpoint was saved: --resume continues
+        return 128 + (result.stop_signal or signal.SIGINT)  # 130 after Ctrl-C, 143 after SIGTERM
     if int(os.environ.get("RANK", "0")) == 0:
         _finish_pretraining(result, tokenizer, out)
     return 0

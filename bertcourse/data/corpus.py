@@ -13,6 +13,7 @@ connect of at most 3 s), and an unavailable corpus raises
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 import socket
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # `datasets` takes a second to import: only the functions tha
     import datasets
 
 
+from ..files import read_utf8
 from .documents import Corpus, Document
 from .offline import offline_corpus
 from .text import split_sentences
@@ -176,11 +178,9 @@ def _local_corpus(path: Path, text_column: str) -> Corpus:
         files = sorted(path.glob("*.txt"))
         if not files:
             raise ValueError(f"The directory {path} holds no .txt files.")
-        documents = [
-            Document(file.name, split_sentences(file.read_text(encoding="utf-8"))) for file in files
-        ]
+        documents = [Document(file.name, split_sentences(read_utf8(file))) for file in files]
     elif path.suffix.lower() == ".txt":
-        paragraphs = re.split(r"\n\s*\n", path.read_text(encoding="utf-8"))
+        paragraphs = re.split(r"\n\s*\n", read_utf8(path))
         documents = [
             Document(f"{path.name}:{index}", split_sentences(paragraph))
             for index, paragraph in enumerate(p for p in paragraphs if p.strip())
@@ -263,14 +263,20 @@ def read_table(
             )
         delimiter = "\t" if suffix == ".tsv" else ","
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with open(path, encoding="utf-8-sig", newline="") as file:  # -sig: Excel's byte-order mark
-        reader = csv.DictReader(file, delimiter=delimiter, quoting=quoting)
-        columns = list(reader.fieldnames or [])
-        if not columns:
-            raise ValueError(f"{path} is empty: expected a header line with column names.")
-        rows = []
-        for row in reader:
-            rows.append((reader.line_num, row))
+    text = read_utf8(path, encoding="utf-8-sig")  # -sig: Excel's byte-order mark
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    columns = list(reader.fieldnames or [])
+    if not columns:
+        raise ValueError(f"{path} is empty: expected a header line with column names.")
+    other = "," if delimiter == "\t" else "\t"
+    if len(columns) == 1 and other in columns[0]:
+        names = {",": "commas (CSV: name it .csv)", "\t": "tabs (TSV: name it .tsv)"}
+        raise ValueError(
+            f"{path}'s header {columns[0]!r} is one column: its columns are separated by "
+            f"{names[other]}, not by {names[delimiter].split(' (')[0]}; rename the file or pass "
+            f"delimiter={other!r}."
+        )
+    rows = [(reader.line_num, row) for row in reader]
     return columns, rows
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import random
 import re
@@ -23,11 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from ..files import atomic_save_file
-from ..hf import load_state_dict_checked
+from ..hf import load_state_dict_checked, read_weights
 from .arguments import TrainingArguments
 
 __all__ = [
@@ -44,6 +44,8 @@ __all__ = [
     "restore_rng_states",
     "preserved_rng_states",
     "deferred_keyboard_interrupt",
+    "StopRequested",
+    "stop_on_sigterm",
     "checkpoint_step",
     "list_checkpoints",
     "latest_checkpoint",
@@ -118,20 +120,50 @@ def preserved_rng_states() -> Iterator[None]:
         restore_rng_states(states)
 
 
+class StopRequested(KeyboardInterrupt):
+    """A stop asked for by a signal: Ctrl-C (SIGINT) or SIGTERM (a scheduler, Colab, `kill`)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise StopRequested(signum)
+
+
 @contextlib.contextmanager
-def deferred_keyboard_interrupt() -> Iterator[None]:
-    """Hold a Ctrl-C until the block ends, so an update is never half-applied when it is saved."""
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops training like Ctrl-C (a checkpoint is saved) instead of killing it at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def deferred_keyboard_interrupt() -> Iterator[None]:
+    """Hold a Ctrl-C or SIGTERM until the block ends, so an update is never half-applied when it
+    is saved."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda number, frame: received.append(number))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if received:
-            raise KeyboardInterrupt
+            raise StopRequested(received[0])
 
 
 # ----------------------------------------------------------------------------
@@ -214,17 +246,26 @@ def read_best(output_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def load_training_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
-    return torch.load(Path(checkpoint) / TRAINING_STATE_FILE, map_location="cpu", weights_only=True)
+    return read_weights(Path(checkpoint) / TRAINING_STATE_FILE)
 
 
 def load_model_weights(model: nn.Module, checkpoint: str | os.PathLike) -> None:
     """The checkpoint's weights into `model`, every tensor checked (hf.load_state_dict_checked)."""
-    load_state_dict_checked(model, load_file(Path(checkpoint) / MODEL_FILE))
+    load_state_dict_checked(model, read_weights(Path(checkpoint) / MODEL_FILE))
 
 
 # ----------------------------------------------------------------------------
 # Logging
 # ----------------------------------------------------------------------------
+
+
+def json_line(record: Mapping[str, Any]) -> str:
+    """One line of log.jsonl: valid JSON, a NaN or infinite metric written as null."""
+    finite = {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value
+        for key, value in record.items()
+    }
+    return json.dumps(finite, allow_nan=False) + "\n"
 
 
 class MetricsLog:
@@ -248,7 +289,7 @@ class MetricsLog:
             records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             self.records = [r for r in records if r.get("step", 0) <= up_to_step]
         if self.enabled:
-            text = "".join(json.dumps(r) + "\n" for r in self.records)
+            text = "".join(json_line(r) for r in self.records)
             atomic_save_file(lambda tmp: Path(tmp).write_text(text), path)
             self._rewrite_csv()
 
@@ -257,7 +298,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with open(self.output_dir / LOG_JSONL, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json_line(record))
         if set(record) <= set(self.csv_columns):
             with open(self.output_dir / LOG_CSV, "a", newline="") as handle:
                 csv.DictWriter(handle, fieldnames=self.csv_columns).writerow(record)

@@ -25,6 +25,7 @@ puts them together for BERT's pretraining.
 from __future__ import annotations
 
 import os
+import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -54,6 +55,7 @@ from .checkpoints import (
     preserved_rng_states,
     read_best,
     restore_rng_states,
+    stop_on_sigterm,
     write_best,
     write_checkpoint,
 )
@@ -67,6 +69,7 @@ from .sampling import make_dataloader
 
 
 __all__ = [
+    "TrainingDivergedError",
     "TrainState",
     "TrainResult",
     "Position",
@@ -75,6 +78,10 @@ __all__ = [
     "train",
     "Trainer",
 ]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite: the run stops, saving and exporting nothing."""
 
 
 @dataclass
@@ -100,12 +107,13 @@ class TrainResult:
     tokens_per_s: float  # this run's training steps (not evaluation, saving), all processes
     examples_per_s: float
     last_checkpoint: Path | None
-    interrupted: bool
+    interrupted: bool  # stopped by Ctrl-C (SIGINT) or SIGTERM, after saving a checkpoint
     mixed_precision: str
     output_dir: Path
     # With metric_for_best: {"metric", "value", "step", "metrics"} of the best evaluation,
     # whose weights are in output_dir/best/.
     best: dict[str, Any] | None = None
+    stop_signal: int | None = None  # the signal that interrupted it (signal.SIGINT, SIGTERM)
 
 
 @dataclass
@@ -222,10 +230,10 @@ class Trainer:
             self.position = Position(state["step"], state["epoch"], state["batches_in_epoch"])
             self.elapsed_before = state["elapsed_s"]
             load_model_weights(model, resume_from)
-        if self.position.step >= args.max_steps:
+        if self.position.step > args.max_steps:
             raise ValueError(
-                f"{resume_from} is at step {self.position.step}, already max_steps="
-                f"{args.max_steps}: raise max_steps to train further."
+                f"{resume_from} is at step {self.position.step}, beyond max_steps="
+                f"{args.max_steps}: resume with at least {self.position.step} steps."
             )
 
         train_loader, eval_loader = _make_loaders(
@@ -245,6 +253,10 @@ class Trainer:
         self.grad_norm: torch.Tensor | None = None
         self.eval_metrics: dict[str, float] = {}
         self.evaluated_at = -1
+        # The first step whose loss was NaN or infinite (-1: none), kept on the device and read
+        # only when the run logs, evaluates or saves, so that training does not wait for it.
+        self.first_non_finite = torch.full((), -1, dtype=torch.long, device=accelerator.device)
+        self.stop_signal: int | None = None
         self.last_checkpoint: Path | None = resume_from
         self.saved_at = self.position.step if resume_from is not None else -1
         self.totals = {"tokens": 0.0, "examples": 0.0, "seconds": 0.0}
@@ -256,6 +268,8 @@ class Trainer:
             best = read_best(args.output_dir)
             if best is not None and best["step"] <= self.position.step:
                 self.best = best
+            if self.position.step == args.max_steps:  # stopped after its last checkpoint
+                self.eval_metrics = self._logged_evaluation(self.position.step)
         if self.is_main:
             self._print_plan(resume_from)
 
@@ -268,31 +282,70 @@ class Trainer:
         progress = _progress_bar(args, self.position.step, enabled=self.is_main)
         interrupted = False
         try:
-            while self.position.step < args.max_steps:
-                step_loss = self._optimizer_step(stream, meter)
-                step = self.position.step
-                progress.update(1)
-                if step % args.log_every == 0 or step == args.max_steps:
-                    record = self._log_training(meter)
-                    progress.set_postfix(
-                        loss=f"{record['loss']:.3f}",
-                        lr=f"{record['lr']:.2e}",
-                        tok_s=f"{record['tokens_per_s']:,.0f}",
-                    )
-                paused = time.perf_counter()
-                if self.eval_loader is not None and self._due(args.eval_every, step):
-                    self._evaluate(progress)
-                if self._due(args.save_every, step):
-                    self.save_checkpoint(progress)
-                meter.started += time.perf_counter() - paused  # throughput counts training only
-                self._run_callbacks(step_loss)
-        except KeyboardInterrupt:
+            with stop_on_sigterm():
+                self._loop(stream, meter, progress)
+            if self.eval_loader is not None and not self.eval_metrics:  # resumed when complete
+                self._evaluate(progress)
+        except KeyboardInterrupt as stop:
             interrupted = True
+            self.stop_signal = getattr(stop, "signum", signal.SIGINT)
             self._save_after_interrupt(progress)
         finally:
             progress.close()
             stream.close()
         return self._result(interrupted)
+
+    def _loop(self, stream: Iterator, meter: _Meter, progress: Any) -> None:
+        args = self.args
+        while self.position.step < args.max_steps:
+            step_loss = self._optimizer_step(stream, meter)
+            step = self.position.step
+            progress.update(1)
+            logs, evaluates = (
+                step % args.log_every == 0 or step == args.max_steps,
+                (self.eval_loader is not None and self._due(args.eval_every, step)),
+            )
+            if logs or evaluates or self._due(args.save_every, step):
+                self._check_finite()  # before anything is logged, evaluated or saved
+            if logs:
+                record = self._log_training(meter)
+                progress.set_postfix(
+                    loss=f"{record['loss']:.3f}",
+                    lr=f"{record['lr']:.2e}",
+                    tok_s=f"{record['tokens_per_s']:,.0f}",
+                )
+            paused = time.perf_counter()
+            if evaluates:
+                self._evaluate(progress)
+            if self._due(args.save_every, step):
+                self.save_checkpoint(progress)
+            meter.started += time.perf_counter() - paused  # throughput counts training only
+            self._run_callbacks(step_loss)
+
+    def _check_finite(self, collective: bool = True) -> None:
+        """Stop a run whose loss became NaN or infinite, before it logs, evaluates or saves it."""
+        first = self.first_non_finite.reshape(1)
+        if collective and self.accelerator.num_processes > 1:
+            first = self.accelerator.gather(first)
+        bad = [int(step) for step in first.tolist() if step >= 0]
+        if not bad:
+            return
+        kept = (
+            f"the last checkpoint, {self.last_checkpoint}, is from before it and unharmed"
+            if self.last_checkpoint is not None
+            else "no checkpoint had been saved yet"
+        )
+        raise TrainingDivergedError(
+            f"the training loss became NaN or infinite at step {min(bad)} (learning rate "
+            f"{self.args.learning_rate:g} at its peak): the run diverged and stops, saving and "
+            f"exporting nothing; {kept}. Lower the learning rate (--lr) or lengthen the warm-up "
+            "(--warmup-ratio), and start again (--overwrite)."
+        )
+
+    def _logged_evaluation(self, step: int) -> dict[str, float]:
+        """The evaluation the log holds for `step` (a run resumed after its last step)."""
+        rows = [r for r in self.log.records if r.get("step") == step]
+        return {k: v for r in rows for k, v in r.items() if k.startswith("eval_")}
 
     def _due(self, every: int | None, step: int) -> bool:
         return step == self.args.max_steps or (every is not None and step % every == 0)
@@ -309,12 +362,19 @@ class Trainer:
                 step_loss += loss.detach().float() / args.gradient_accumulation_steps
                 meter.add_batch(batch)
                 if accelerator.sync_gradients:  # the last accumulated batch: update
+                    self._note_non_finite(step_loss)
                     with deferred_keyboard_interrupt():
                         self._update()
                         self.position = Position(self.position.step + 1, epoch, batches_in_epoch)
                         self.rng_after_step = capture_rng_states()
         meter.add_step(step_loss)
         return step_loss
+
+    def _note_non_finite(self, step_loss: torch.Tensor) -> None:
+        """Remember the first step with a NaN or infinite loss, on the device (no wait)."""
+        first = self.first_non_finite
+        newly_bad = ~torch.isfinite(step_loss) & (first < 0)
+        self.first_non_finite = torch.where(newly_bad, self.position.step + 1, first)
 
     def _update(self) -> None:
         if self.args.max_grad_norm is not None:
@@ -484,6 +544,7 @@ class Trainer:
         if not self.is_main:
             return
         if self.position.step > 0 and self.saved_at != self.position.step:
+            self._check_finite(collective=False)  # a diverged run saves nothing
             self._write_checkpoint([self.rng_after_step])
         saved = (
             f"saved {self.last_checkpoint}. " if self.last_checkpoint else "nothing to save yet. "
@@ -526,6 +587,7 @@ class Trainer:
             examples_per_s=self.totals["examples"] / max(self.totals["seconds"], 1e-9),
             last_checkpoint=self.last_checkpoint,
             interrupted=interrupted,
+            stop_signal=self.stop_signal,
             mixed_precision=self.accelerator.mixed_precision,
             output_dir=self.args.output_dir,
             best=self.best,

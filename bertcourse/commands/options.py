@@ -1,0 +1,126 @@
+"""Option types for the commands' parsers, and how a command reports a reader's mistake.
+
+Every number a reader types is checked by argparse itself, before any slow work (a corpus, a
+vocabulary, a model), and refused with argparse's one-line usage error that names the flag.
+A mistake found later (a file that is not there, a checkpoint that does not fit) ends the
+command with one line, `error: ...`, and exit status 2; `--debug` or BERTCOURSE_DEBUG=1 shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+__all__ = [
+    "DEBUG_VARIABLE",
+    "USER_ERROR_STATUS",
+    "DIVERGED_STATUS",
+    "positive_int",
+    "non_negative_int",
+    "positive_float",
+    "non_negative_float",
+    "fraction",
+    "probability",
+    "debug_requested",
+    "report_errors",
+]
+
+DEBUG_VARIABLE = "BERTCOURSE_DEBUG"
+USER_ERROR_STATUS = 2  # as argparse: the command line or an input file is wrong
+DIVERGED_STATUS = 1  # the run itself failed (a non-finite loss)
+
+
+def _number(kind: Callable[[str], float], text: str, what: str) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (steps, batch size, lengths)."""
+    value = _number(int, text, "a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return int(value)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (a seed, a number of workers)."""
+    value = _number(int, text, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return int(value)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a learning rate, a number of epochs)."""
+    value = _number(float, text, "a finite number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be greater than 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (weight decay)."""
+    value = _number(float, text, "a finite number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A share in [0, 1) (a warm-up ratio)."""
+    value = _number(float, text, "a finite number")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 0 and below 1")
+    return value
+
+
+def probability(text: str) -> float:
+    """A probability in (0, 1) (the masking rate)."""
+    value = _number(float, text, "a finite number")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be between 0 and 1, e.g. 0.15")
+    return value
+
+
+def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
+    """Whether --debug is among the arguments (removed from them) or BERTCOURSE_DEBUG is set."""
+    debug = "--debug" in argv
+    rest = [argument for argument in argv if argument != "--debug"]
+    variable = os.environ.get(DEBUG_VARIABLE, "").strip().lower()
+    return debug or variable in ("1", "true", "yes", "on"), rest
+
+
+def report_errors(run: Callable[[], int], debug: bool, errors: tuple[type[BaseException], ...],
+                  diverged: tuple[type[BaseException], ...] = ()) -> int:  # fmt: skip
+    """Run a command; a reader's mistake (one of `errors`) becomes one line and exit status 2.
+
+    A run that diverged (one of `diverged`) says so on one line, with status 1. Anything else
+    is a bug and keeps its traceback. With debug, every error keeps its traceback.
+    """
+    try:
+        return run()
+    except KeyboardInterrupt as stop:  # outside training (which saves and returns by itself)
+        if debug:
+            raise
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"error: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+    except diverged + errors as error:
+        if debug:
+            raise
+        message = str(error) or type(error).__name__
+        if isinstance(error, UnicodeDecodeError):  # its str() names no file: the reader's site does
+            message = f"{type(error).__name__}: {message}"
+        print(f"error: {message}", file=sys.stderr)
+        return DIVERGED_STATUS if isinstance(error, diverged) else USER_ERROR_STATUS

@@ -1,0 +1,202 @@
+"""The commands fail safely: a mistake is one line and status 2 before any slow work, a diverged
+run saves nothing, and a run stopped at any point (SIGTERM, after its last checkpoint) finishes
+with --resume exactly as if it had never stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bertcourse import commands
+from bertcourse.files import atomic_directory, atomic_save_file
+from bertcourse.training import list_checkpoints
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_corpus(path: Path) -> Path:
+    rng = random.Random(0)
+    animals, places = ["cat", "dog", "bird", "fox"], ["garden", "house", "river", "barn"]
+    documents = [
+        " ".join(
+            f"The {rng.choice(animals)} walked to the {rng.choice(places)} and slept there."
+            for _ in range(rng.randint(3, 6))
+        )
+        for _ in range(40)
+    ]
+    path.write_text("\n\n".join(documents) + "\n")
+    return path
+
+
+def pretrain_argv(corpus: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "pretrain", "--corpus", str(corpus), "--out", str(out), "--vocab", "train:120",
+        "--seq-len", "32", "--batch-size", "8", "--eval-examples", "16", *extra,
+    ]  # fmt: skip
+
+
+# -- options: refused by argparse, naming the flag, before any work -------------------------
+
+BAD_OPTIONS = [
+    (["pretrain", "--steps", "0"], "--steps: '0': must be at least 1"),
+    (["pretrain", "--steps", "5", "--batch-size", "0"], "--batch-size: '0': must be at least 1"),
+    (["pretrain", "--steps", "5", "--size", "huge"], "--size: invalid choice: 'huge'"),
+    (["pretrain", "--steps", "5", "--lr", "nan"], "--lr: 'nan' is not a finite number"),
+    (["pretrain", "--steps", "5", "--lr", "-1"], "--lr: '-1': must be greater than 0"),
+    (["pretrain", "--steps", "5", "--mlm-probability", "1.5"], "--mlm-probability: '1.5'"),
+    (["pretrain", "--steps", "5", "--warmup-ratio", "1"], "--warmup-ratio: '1': must be"),
+    (["pretrain", "--steps", "2.5"], "--steps: '2.5' is not a whole number"),
+    (["finetune", "--train", "x.tsv", "--batch-size", "0"], "--batch-size: '0'"),
+    (["finetune", "--train", "x.tsv", "--evals-per-epoch", "0"], "--evals-per-epoch: '0'"),
+    (["finetune", "--train", "x.tsv", "--epochs=-1"], "--epochs: '-1': must be greater than 0"),
+    (["finetune", "--train", "x.tsv", "--max-steps", "-3"], "--max-steps: '-3': must be 0 or more"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_a_bad_option_is_refused_at_once_naming_the_flag(argv, message, tmp_path, capsys):
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as stopped:
+        commands.main([*argv, "--out", str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()  # nothing was written
+    assert time.perf_counter() - started < 5  # no corpus, vocabulary or model was built
+
+
+# -- input files: one line, the file named, status 2 -----------------------------------------
+
+
+def test_a_missing_or_damaged_input_is_one_line_naming_the_file(tmp_path, capsys):
+    missing = tmp_path / "missing.tsv"
+    code = commands.main(["finetune", "--train", str(missing), "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and str(missing) in err[0]
+
+    damaged = tmp_path / "damaged"  # a checkpoint whose weights were cut short
+    damaged.mkdir()
+    (damaged / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 10}))
+    (damaged / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    table = tmp_path / "train.tsv"
+    table.write_text("sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(20)))
+    argv = ["finetune", "--train", str(table), "--init", str(damaged), "--out", str(tmp_path / "b")]
+    code = commands.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert str(damaged / "model.safetensors") in err[0] and "damaged or incomplete" in err[0]
+
+    with pytest.raises(Exception, match="cannot be read"):  # --debug: the traceback instead
+        commands.main([*argv, "--debug"])
+
+
+def test_an_unreadable_table_or_corpus_is_named_with_its_line_and_the_fix(tmp_path, capsys):
+    latin1 = tmp_path / "reviews.tsv"
+    latin1.write_bytes("sentence\tlabel\ngood\t1\ncaf\u00e9 noir\t0\n".encode("latin-1"))
+    commas = tmp_path / "commas.tsv"
+    commas.write_text("sentence,label\ngood,1\nbad,0\n")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("A fine sentence.\n")
+    (corpus / "b.txt").write_bytes(b"One line.\nTwo \xff lines.\n")
+    cases = [
+        (["finetune", "--train", str(latin1)], [str(latin1), "line 3", "UTF-8"]),
+        (["finetune", "--train", str(commas)], [str(commas), "commas", "name it .csv"]),
+        (["pretrain", "--corpus", str(corpus), "--steps", "1"], [str(corpus / "b.txt"), "line 2"]),
+    ]
+    for argv, expected in cases:
+        code = commands.main([*argv, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and err[-1].startswith("error: "), (argv, err)
+        assert all(part in err[-1] for part in expected), (argv, err[-1])
+
+
+# -- a diverged run --------------------------------------------------------------------------
+
+
+def test_a_diverged_run_stops_saves_and_exports_nothing_and_its_log_stays_json(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = pretrain_argv(write_corpus(tmp_path / "corpus.txt"), out, "--steps", "30", "--lr", "1e6")
+    code = commands.main([*argv, "--eval-every", "10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("error: the training loss became NaN or infinite at step ")
+    assert "--lr" in err[-1]
+    assert not list_checkpoints(out) and not (out / "final").exists()
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(row["loss"] == row["loss"] for row in rows)  # no NaN was logged
+
+
+# -- runs stopped at any point finish with --resume ------------------------------------------
+
+
+def test_resume_finishes_a_run_stopped_after_its_last_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = pretrain_argv(write_corpus(tmp_path / "corpus.txt"), out, "--steps", "4")
+    assert commands.main([*argv, "--save-every", "2", "--eval-every", "2"]) == 0
+    exported = load_file(out / "final" / "model.safetensors")
+    for stale in (out / "final").iterdir():  # killed during the export: final/ is not there
+        stale.unlink()
+    (out / "final").rmdir()
+    capsys.readouterr()
+    assert commands.main([*argv, "--save-every", "2", "--eval-every", "2", "--resume"]) == 0
+    assert "eval_mlm_accuracy" in capsys.readouterr().out  # the run's own last evaluation
+    again = load_file(out / "final" / "model.safetensors")
+    assert exported.keys() == again.keys()
+    assert all(torch.equal(exported[name], again[name]) for name in exported)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes_exactly(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    steps = ["--steps", "300", "--save-every", "1000", "--eval-every", "1000", "--log-every", "1"]
+    whole = tmp_path / "whole"
+    assert commands.main(pretrain_argv(corpus, whole, *steps)) == 0
+
+    stopped = tmp_path / "stopped"
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "bertcourse", *pretrain_argv(corpus, stopped, *steps)[:]]
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    log = stopped / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 5):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    [checkpoint] = list_checkpoints(stopped)
+    assert 5 <= int(checkpoint.name.split("-")[1]) < 300 and "--resume" in output
+    assert not (stopped / "final").exists()
+
+    assert commands.main([*pretrain_argv(corpus, stopped, *steps), "--resume"]) == 0
+    expected = load_file(whole / "final" / "model.safetensors")
+    resumed = load_file(stopped / "final" / "model.safetensors")
+    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def test_saved_files_and_folders_follow_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        atomic_save_file(lambda path: Path(path).write_text("x"), tmp_path / "file.txt")
+        atomic_directory(lambda folder: (folder / "inside.txt").write_text("y"), tmp_path / "dir")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "file.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "dir").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "dir" / "inside.txt").read_text() == "y"
+    atomic_directory(lambda folder: (folder / "new.txt").write_text("z"), tmp_path / "dir")
+    assert [p.name for p in (tmp_path / "dir").iterdir()] == ["new.txt"]  # replaced whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file.txt"]  # no leftovers
