@@ -45,52 +45,35 @@ def _number(kind: Callable[[str], float], text: str, what: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (steps, batch size, lengths)."""
-    value = _number(int, text, "a whole number")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return int(value)
+def _checked(kind: Callable[[str], float], what: str, allowed: Callable[[float], bool],
+             rule: str, name: str) -> Callable[[str], float]:  # fmt: skip
+    """An argparse type: `kind` of the text, finite, and `allowed`, else the flag's error."""
+
+    def parse(text: str) -> float:
+        value = _number(kind, text, what)
+        if not allowed(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: {rule}")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (a seed, a number of workers)."""
-    value = _number(int, text, "a whole number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
-    return int(value)
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (a learning rate, a number of epochs)."""
-    value = _number(float, text, "a finite number")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be greater than 0")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0 (weight decay)."""
-    value = _number(float, text, "a finite number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A share in [0, 1) (a warm-up ratio)."""
-    value = _number(float, text, "a finite number")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 0 and below 1")
-    return value
-
-
-def probability(text: str) -> float:
-    """A probability in (0, 1) (the masking rate)."""
-    value = _number(float, text, "a finite number")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be between 0 and 1, e.g. 0.15")
-    return value
+WHOLE, FINITE = "a whole number", "a finite number"
+positive_int = _checked(int, WHOLE, lambda v: v >= 1, "must be at least 1", "positive_int")
+non_negative_int = _checked(int, WHOLE, lambda v: v >= 0, "must be 0 or more", "non_negative_int")
+positive_float = _checked(
+    float, FINITE, lambda v: v > 0, "must be greater than 0", "positive_float"
+)
+non_negative_float = _checked(
+    float, FINITE, lambda v: v >= 0, "must be 0 or more", "non_negative_float"
+)
+fraction = _checked(
+    float, FINITE, lambda v: 0 <= v < 1, "must be at least 0 and below 1", "fraction"
+)
+probability = _checked(
+    float, FINITE, lambda v: 0 < v < 1, "must be between 0 and 1, e.g. 0.15", "probability"
+)
 
 
 def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
