@@ -63,7 +63,9 @@ BAD_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "message"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+@pytest.mark.parametrize(
+    ("argv", "message"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS]
+)
 def test_a_bad_option_is_refused_at_once_naming_the_flag(argv, message, tmp_path, capsys):
     started = time.perf_counter()
     with pytest.raises(SystemExit) as stopped:
@@ -182,6 +184,63 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_exactly(tmp_path):
     expected = load_file(whole / "final" / "model.safetensors")
     resumed = load_file(stopped / "final" / "model.safetensors")
     assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+
+
+# -- --out: only new, empty or the command's own runs ----------------------------------------
+
+
+def write_table(path: Path, rows: int = 40) -> Path:
+    words = ["good film", "bad film", "fine story", "dull plot"]
+    path.write_text("sentence\tlabel\n" + "".join(
+        f"{words[i % 4]} number {i}\t{['pos', 'neg'][i % 2]}\n" for i in range(rows)))  # fmt: skip
+    return path
+
+
+def test_a_folder_of_the_readers_is_refused_untouched_and_overwrite_clears_a_run(tmp_path, capsys):
+    mine = tmp_path / "mine"  # a reader's own results, with a vocab.txt of their own
+    mine.mkdir()
+    for name, text in (
+        ("metrics.json", '{"mine": 1}'),
+        ("vocab.txt", "[PAD]\n"),
+        ("notes.txt", "x"),
+    ):
+        (mine / name).write_text(text)
+    before = {p.name: p.read_text() for p in mine.iterdir()}
+    corpus, table = write_corpus(tmp_path / "corpus.txt"), write_table(tmp_path / "train.tsv")
+    for argv in (pretrain_argv(corpus, mine, "--steps", "2"),
+                 ["finetune", "--train", str(table), "--out", str(mine)],
+                 pretrain_argv(corpus, mine, "--steps", "2", "--overwrite")):  # fmt: skip
+        assert commands.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "no bertcourse run wrote (metrics.json, notes.txt, vocab.txt)" in err
+    assert {p.name: p.read_text() for p in mine.iterdir()} == before  # nothing changed
+
+    out = tmp_path / "run"  # a pretrain run cannot be overwritten by finetune
+    assert commands.main(pretrain_argv(corpus, out, "--steps", "2")) == 0
+    assert commands.main(["finetune", "--train", str(table), "--out", str(out), "--overwrite"]) == 2
+    assert "holds a `pretrain` run, not a `finetune` one" in capsys.readouterr().err
+    (out / "training_curves.png").unlink()  # --overwrite removes the old run's artefacts first
+    stale = out / "final" / "config.json"
+    stale_time = stale.stat().st_mtime_ns
+    assert (
+        commands.main(pretrain_argv(corpus, out, "--steps", "2", "--seed", "1", "--overwrite")) == 0
+    )
+    assert stale.stat().st_mtime_ns != stale_time and (out / "training_curves.png").is_file()
+
+
+def test_finetune_resumed_after_its_last_checkpoint_writes_its_report(tmp_path, capsys):
+    from test_finetune import tiny_checkpoint  # a small random BERT with MiniLM's vocabulary
+
+    table = write_table(tmp_path / "train.tsv")
+    init = str(tiny_checkpoint(tmp_path / "init"))
+    argv = ["finetune", "--train", str(table), "--init", init, "--out", str(tmp_path / "run"),
+            "--max-steps", "4", "--batch-size", "8", "--no-progress"]  # fmt: skip
+    assert commands.main(argv) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    (tmp_path / "run" / "metrics.json").unlink()  # stopped during its final report
+    assert commands.main([*argv, "--resume"]) == 0
+    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert again["accuracy"] == metrics["accuracy"] and again["steps"] == 4
 
 
 # -- files -----------------------------------------------------------------------------------

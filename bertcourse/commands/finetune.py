@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from accelerate import PartialState
 
 from ..data import LabelledData, load_classification
+from ..files import atomic_save_file
 from ..finetune import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
@@ -42,13 +43,18 @@ from ..model import BertForSequenceClassification
 from ..training import BEST_DIR, LOG_CSV, TrainingArguments, TrainResult, load_model_weights, train
 from ..viz import plot_confusion_matrix, plot_training_curves
 from .options import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from .rundir import check_output_dir, take_output_dir
 
 __all__ = [
+    "FINETUNE_ARTEFACTS",
     "build_parser",
     "load_task_data",
     "main",
     "training_arguments",
 ]
+
+# What the command writes in --out besides the engine's checkpoints, best weights and logs.
+FINETUNE_ARTEFACTS = ("model", "metrics.json", "confusion_matrix.png", "training_curves.png")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bertcourse finetune ...`: files -> model -> train -> report and export."""
     options = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     out = Path(options.out)
+    check_output_dir(out, "finetune")  # before reading anything
     train_data, valid_data = load_task_data(options)
     model, tokenizer = load_for_task(
         BertForSequenceClassification,
@@ -152,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"examples in {time.perf_counter() - started:.1f} s; labels: "
         f"{', '.join(f'{k} ({v:,})' for k, v in train_data.class_counts().items())}"
     )
+    take_output_dir(out, "finetune", resume=options.resume, overwrite=options.overwrite,
+                    artefacts=FINETUNE_ARTEFACTS)  # fmt: skip
     result = train(
         model,
         train_examples,
@@ -236,7 +245,8 @@ def _finish_finetuning(
         "init": options.init,
         "options": {k: v for k, v in vars(options).items() if k not in ("resume", "overwrite")},
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    text = json.dumps(metrics, indent=2) + "\n"
+    atomic_save_file(lambda tmp: Path(tmp).write_text(text), out / "metrics.json")
     figure = plot_confusion_matrix(
         report["confusion_matrix"],
         valid_data.label_names,

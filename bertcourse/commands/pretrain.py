@@ -56,10 +56,12 @@ from .options import (
     positive_int,
     probability,
 )
+from .rundir import check_output_dir, take_output_dir
 
 __all__ = [
     "EVAL_MLM_PROBABILITY",
     "RECIPE",
+    "PRETRAIN_ARTEFACTS",
     "build_parser",
     "corpus_splits",
     "evaluate_checkpoint",
@@ -71,6 +73,8 @@ __all__ = [
     "training_arguments",
 ]
 
+# What the command writes in --out besides the engine's checkpoints and logs.
+PRETRAIN_ARTEFACTS = ("final", "training_curves.png", "vocab.txt", "pretrain_setup.json")
 EVAL_MLM_PROBABILITY = 0.15  # BERT's masking rate, at which every run is evaluated
 # The laptop recipe, the defaults: chosen by scripts/pretrain_sweep.py (book/data/pretrain_sweep.json),
 # five-minute runs of a tiny BERT on the offline corpus on 2 CPU cores. Short sequences, 30%
@@ -237,9 +241,11 @@ def prepare_pretraining_dir(
             f"{out} already holds a run: add --resume to continue it, --overwrite to start over "
             "there, or choose another --out."
         )
+    take_output_dir(
+        out, "pretrain", resume=resume, overwrite=overwrite, artefacts=PRETRAIN_ARTEFACTS
+    )
     if saved is not None and any(saved.get(k) != setup[k] for k in ("corpus", "vocab")):
         (out / "vocab.txt").unlink(missing_ok=True)  # trained for other text or another size
-    out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(setup, indent=2) + "\n")
 
 
@@ -253,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key in ("size", "corpus", "vocab", "no_nsp", "seq_len", "mlm_probability",
                     "whole_word_mask", "seed", "eval_examples")
     }  # fmt: skip
+    check_output_dir(out, "pretrain")
     prepare_pretraining_dir(out, setup, options.resume, options.overwrite)
 
     started = time.perf_counter()
