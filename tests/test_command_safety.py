@@ -122,6 +122,32 @@ def test_an_unreadable_table_or_corpus_is_named_with_its_line_and_the_fix(tmp_pa
         assert all(part in err[-1] for part in expected), (argv, err[-1])
 
 
+def test_integer_labels_with_gaps_map_through_a_shown_list(tmp_path):
+    from bertcourse.data import load_classification
+
+    table = tmp_path / "gaps.tsv"
+    table.write_text(
+        "sentence\tlabel\n" + "".join(f"text {i}\t{[0, 5][i % 2]}\n" for i in range(6))
+    )
+    with pytest.warns(
+        UserWarning, match="integers 0, 5, not 0..1: .* 2 classes, ids 0 = '0', 1 = '5'"
+    ):
+        data = load_classification(table, "sentence", "label")
+    assert data.label_names == ["0", "5"] and data.labels == [0, 1, 0, 1, 0, 1]
+
+
+def test_a_max_length_beyond_the_checkpoints_positions_is_refused_naming_the_flag(tmp_path, capsys):
+    from test_finetune import tiny_checkpoint  # 128 positions
+
+    table = write_table(tmp_path / "train.tsv")
+    argv = ["finetune", "--train", str(table), "--init", str(tiny_checkpoint(tmp_path / "init")),
+            "--out", str(tmp_path / "run"), "--max-length", "1000"]  # fmt: skip
+    assert commands.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--max-length 1000 is longer than the 128 positions" in err
+    assert not (tmp_path / "run").exists()
+
+
 # -- a diverged run --------------------------------------------------------------------------
 
 

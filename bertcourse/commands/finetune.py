@@ -151,6 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_labels=len(train_data.label_names),
         id2label=train_data.id2label,
     )
+    positions = model.config.max_position_embeddings
+    if options.max_length > positions:
+        raise ValueError(
+            f"--max-length {options.max_length} is longer than the {positions} positions of "
+            f"--init {options.init}: use --max-length {positions} or less."
+        )
     started = time.perf_counter()
     train_examples = encode_classification(train_data, tokenizer, options.max_length)
     valid_examples = encode_classification(valid_data, tokenizer, options.max_length)

@@ -289,6 +289,11 @@ def run_pretraining(
     eval_examples: list[dict[str, Any]],
 ) -> TrainResult:
     """The model the options name, from random weights (seeded), trained on the examples."""
+    if options.seq_len > 512:
+        print(
+            f"--seq-len {options.seq_len} is longer than BERT's 512 positions: the model gets "
+            f"{options.seq_len:,} position embeddings, and attention's cost grows with its square."
+        )
     config = BertConfig.from_name(
         options.size,
         vocab_size=len(tokenizer),

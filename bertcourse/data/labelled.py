@@ -11,6 +11,7 @@ import functools
 import os
 import random
 import re
+import warnings
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -252,7 +253,18 @@ def load_classification(
 def _label_ids(raw_labels: list[str]) -> tuple[list[int], list[str]]:
     if all(re.fullmatch(r"\d+", label) for label in raw_labels):
         ids = [int(label) for label in raw_labels]
-        return ids, [str(i) for i in range(max(ids) + 1)]
+        values = sorted(set(ids))
+        if values == list(range(len(values))):  # 0..K-1: the ids themselves
+            return ids, [str(i) for i in values]
+        names = [str(value) for value in values]
+        warnings.warn(
+            f"The labels are the integers {', '.join(names)}, not 0..{len(values) - 1}: the model "
+            f"gets {len(values)} classes, ids {', '.join(f'{i} = {n!r}' for i, n in enumerate(names))}"
+            " (label_names gives the mapping back).",
+            stacklevel=3,
+        )
+        index = {value: i for i, value in enumerate(values)}
+        return [index[i] for i in ids], names
     label_names = sorted(set(raw_labels))
     index = {name: i for i, name in enumerate(label_names)}
     return [index[label] for label in raw_labels], label_names
