@@ -21,10 +21,12 @@ The last part of the module learns a WordPiece vocabulary from a corpus
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import math
 import os
+import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -185,11 +187,7 @@ def normalize(
     if text.isascii():  # fast path for the common case: no CJK, no accents, no Unicode spaces
         # The same rules restricted to ASCII: tab/newline/return become spaces, every
         # other control character (including \x0b and \x0c) is removed.
-        text = "".join(
-            " " if char in "\t\n\r" else char
-            for char in text
-            if " " <= char != "\x7f" or char in "\t\n\r"
-        )
+        text = text.translate(ASCII_CLEANING)
         return text.lower() if do_lower_case else text
     text = clean_text(text)
     if tokenize_chinese_chars:
@@ -201,8 +199,20 @@ def normalize(
     return text
 
 
+# ASCII text (most English) is cleaned and split by C code: str.translate and one regular
+# expression with exactly the rules below for the ASCII characters (whitespace: tab, newline,
+# \x0b, \x0c, return, space; punctuation: every ASCII symbol).
+ASCII_CLEANING = {
+    **{code: None for code in [*range(32), 127] if chr(code) not in "\t\n\r"},
+    **{ord(char): " " for char in "\t\n\r"},
+}
+ASCII_WORDS = re.compile(r"[^\t\n\x0b\x0c\r !-/:-@\[-`{-~]+|[!-/:-@\[-`{-~]")
+
+
 def pre_tokenize(text: str) -> list[str]:
     """Split on whitespace, and make every punctuation character a word of its own."""
+    if text.isascii():
+        return ASCII_WORDS.findall(text)
     words: list[str] = []
     current: list[str] = []
     for char in text:
@@ -271,6 +281,14 @@ def pre_tokenize_with_spans(text: str) -> list[tuple[str, int, int]]:
     return words
 
 
+@functools.lru_cache(maxsize=16)
+def _special_tokens_pattern(special_tokens: tuple[str, ...]) -> re.Pattern[str]:
+    """One regular expression for the special tokens, longest first: at each position it takes
+    the longest token that starts there, so the scan is leftmost-longest."""
+    by_length = sorted(set(special_tokens), key=len, reverse=True)
+    return re.compile("|".join(re.escape(token) for token in by_length))
+
+
 def split_on_special_tokens(text: str, special_tokens: Sequence[str]) -> list[tuple[str, bool]]:
     """Cut special tokens written in the text out first: [(piece, is_special), ...].
 
@@ -279,19 +297,13 @@ def split_on_special_tokens(text: str, special_tokens: Sequence[str]) -> list[tu
     """
     if not special_tokens or not text:
         return [(text, False)] if text else []
-    by_length = sorted(set(special_tokens), key=len, reverse=True)
     pieces: list[tuple[str, bool]] = []
-    start = position = 0
-    while position < len(text):
-        match = next((t for t in by_length if text.startswith(t, position)), None)
-        if match is None:
-            position += 1
-            continue
-        if position > start:
-            pieces.append((text[start:position], False))
-        pieces.append((match, True))
-        position += len(match)
-        start = position
+    start = 0
+    for match in _special_tokens_pattern(tuple(special_tokens)).finditer(text):
+        if match.start() > start:
+            pieces.append((text[start : match.start()], False))
+        pieces.append((match.group(), True))
+        start = match.end()
     if start < len(text):
         pieces.append((text[start:], False))
     return pieces
@@ -371,7 +383,9 @@ class WordpieceTokenizer:
         if cached is not None:
             return cached
         pieces = self._split(word)
-        if len(self._cache) < 200_000:
+        # Bounded: at most 200,000 words of at most max_input_chars_per_word characters (a longer
+        # "word" is [UNK] at once, and caching it would keep every long string ever seen).
+        if len(word) <= self.max_input_chars_per_word and len(self._cache) < 200_000:
             self._cache[word] = pieces
         return pieces
 

@@ -93,3 +93,12 @@ def test_finetuning_bench_runs_and_the_models_agree(tmp_path, capsys):
     assert payload["result"]["ratio"] == pytest.approx(
         payload["result"]["ours_examples_per_s"] / payload["result"]["reference_examples_per_s"]
     )
+
+
+def test_tokenizer_bench_compares_the_same_ids_and_splits_our_time():
+    from bertcourse.bench import format_tokenizer, run_tokenizer
+
+    result = run_tokenizer(documents=5, repeats=1)
+    assert result["same_ids"] and result["documents"] == 5 and result["ratio"] > 0
+    assert abs(sum(result["ours_stage_shares"].values()) - 1) < 0.01
+    assert "ours / fast" in format_tokenizer(result)

@@ -298,3 +298,13 @@ def test_offsets_point_back_into_the_text_and_tensors():
     assert batch.word_ids(1)[-1] is None  # padding has no word
     with pytest.raises(ValueError, match="return_offsets_mapping=True"):
         ours()(text).word_ids()
+
+
+def test_the_word_cache_keeps_no_long_strings():
+    """A 'word' longer than max_input_chars_per_word is [UNK] at once and never cached, so
+    tokenizing many long distinct strings does not grow memory."""
+    wordpiece = WordpieceTokenizer({"a": 0, "##a": 1}, max_input_chars_per_word=100)
+    for i in range(50):
+        assert wordpiece.tokenize_word("a" * (200 + i)) == ["[UNK]"]
+    assert wordpiece.tokenize_word("aaa") == ["a", "##a", "##a"]
+    assert list(wordpiece._cache) == ["aaa"]
