@@ -67,13 +67,11 @@ BAD_OPTIONS = [
     ("argv", "message"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS]
 )
 def test_a_bad_option_is_refused_at_once_naming_the_flag(argv, message, tmp_path, capsys):
-    started = time.perf_counter()
     with pytest.raises(SystemExit) as stopped:
         commands.main([*argv, "--out", str(tmp_path / "out")])
     assert stopped.value.code == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
-    assert not (tmp_path / "out").exists()  # nothing was written
-    assert time.perf_counter() - started < 5  # no corpus, vocabulary or model was built
+    assert not (tmp_path / "out").exists()  # refused before any work: nothing was written
 
 
 # -- input files: one line, the file named, status 2 -----------------------------------------
