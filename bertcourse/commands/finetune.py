@@ -53,6 +53,7 @@ __all__ = [
     "training_arguments",
 ]
 
+SENTENCES_HELD_OUT = 1_000  # --holdout sentences: about the size of GLUE's SST-2 dev set (872)
 # What the command writes in --out besides the engine's checkpoints, best weights and logs.
 FINETUNE_ARTEFACTS = ("model", "metrics.json", "confusion_matrix.png", "training_curves.png")
 
@@ -67,8 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", default="classification", choices=["classification"])
     parser.add_argument("--train", required=True, help="training file, .csv or .tsv with a header")
     parser.add_argument(
+        "--holdout",
+        choices=["stratified", "sentences"],
+        default="stratified",
+        help="without --valid, what of --train is held out: a stratified 10%% of the rows, or "
+        "1,000 whole sentences and every row that is part of one (for phrase-level files such as "
+        "SST-2's, whose rows include the sub-phrases of each sentence: a random row would "
+        "usually sit inside a training row) (default %(default)s)",
+    )
+    parser.add_argument(
         "--valid",
-        help="validation file (same columns); without it, a stratified 10%% of --train is held out",
+        help="validation file (same columns); without it, part of --train is held out (--holdout)",
     )
     parser.add_argument("--text-column", default="sentence")
     parser.add_argument("--text-pair-column", help="second text of a sentence-pair task")
@@ -121,6 +131,8 @@ def load_task_data(options: argparse.Namespace) -> tuple[LabelledData, LabelledD
         )
 
     train_data = load(options.train)
+    if options.valid is None and options.holdout == "sentences":
+        return train_data.sentence_split(SENTENCES_HELD_OUT, seed=options.seed)
     if options.valid is None:
         return train_data.split(0.1, seed=options.seed)
     valid_data = load(options.valid)
