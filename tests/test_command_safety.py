@@ -134,6 +134,26 @@ def test_integer_labels_with_gaps_map_through_a_shown_list(tmp_path):
     assert data.label_names == ["0", "5"] and data.labels == [0, 1, 0, 1, 0, 1]
 
 
+def test_finetune_holds_out_whole_sentences_of_a_phrase_file(tmp_path):
+    from bertcourse.commands import finetune
+
+    rows = []
+    for i in range(1_100):  # sentences of 16 words, each with two of its sub-phrases
+        words = [f"w{i}"] + [f"word{(i * 7 + j) % 50}" for j in range(15)]
+        rows += [(" ".join(words), i % 2), (" ".join(words[:5]), i % 2), (" ".join(words[:9]), 1)]
+    table = tmp_path / "phrases.tsv"
+    table.write_text("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows))
+    options = finetune.build_parser().parse_args(
+        ["--train", str(table), "--out", str(tmp_path / "run"), "--holdout", "sentences"]
+    )
+    train, validation = finetune.load_task_data(options)
+    assert len(validation) == finetune.SENTENCES_HELD_OUT
+    assert all(len(text.split()) == 16 for text in validation.texts)
+    held_out = [f" {text} " for text in validation.texts]
+    assert not [text for text in train.texts if any(f" {text} " in h for h in held_out)]
+    assert len(train) == 3 * 1_100 - 3 * finetune.SENTENCES_HELD_OUT
+
+
 def test_a_max_length_beyond_the_checkpoints_positions_is_refused_naming_the_flag(tmp_path, capsys):
     from test_finetune import tiny_checkpoint  # 128 positions
 
