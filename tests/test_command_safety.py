@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -180,6 +181,25 @@ def test_a_diverged_run_stops_saves_and_exports_nothing_and_its_log_stays_json(t
     assert not list_checkpoints(out) and not (out / "final").exists()
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert all(row["loss"] == row["loss"] for row in rows)  # no NaN was logged
+
+
+def test_a_diverged_run_on_two_processes_stops_both_without_hanging(tmp_path):
+    """Each process notes its own first non-finite loss; the check gathers them, so the two
+    stop at the same step together instead of one waiting for the other forever."""
+    out = tmp_path / "run"
+    argv = pretrain_argv(write_corpus(tmp_path / "corpus.txt"), out, "--steps", "30", "--lr", "1e6")
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                   "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               "2", "-m", "bertcourse", *argv, "--eval-every", "10"]  # fmt: skip
+    completed = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True,
+                               text=True, timeout=180)  # fmt: skip
+    # One line from each process (a progress bar may precede it on the same line).
+    steps = re.findall(r"error: the training loss became NaN or infinite at step (\d+)",
+                       completed.stderr)  # fmt: skip
+    assert completed.returncode != 0 and len(steps) == 2, completed.stderr[-3000:]
+    assert steps[0] == steps[1]  # both stopped at the same step
+    assert not list_checkpoints(out) and not (out / "final").exists()
 
 
 # -- runs stopped at any point finish with --resume ------------------------------------------
