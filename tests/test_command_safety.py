@@ -95,6 +95,8 @@ def test_a_missing_or_damaged_input_is_one_line_naming_the_file(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert str(damaged / "model.safetensors") in err[0] and "damaged or incomplete" in err[0]
+    assert err[0].startswith(f"error: --init {damaged}: ")  # the flag the reader typed
+    assert err[0].endswith("(a run's model/ or final/).")  # and what the flag accepts
 
     with pytest.raises(Exception, match="cannot be read"):  # --debug: the traceback instead
         commands.main([*argv, "--debug"])

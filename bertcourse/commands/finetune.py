@@ -42,7 +42,14 @@ from ..metrics import classification_report
 from ..model import BertForSequenceClassification
 from ..training import BEST_DIR, LOG_CSV, TrainingArguments, TrainResult, load_model_weights, train
 from ..viz import plot_confusion_matrix, plot_training_curves
-from .options import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from .options import (
+    about_option,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from .rundir import check_output_dir, take_output_dir
 
 __all__ = [
@@ -53,6 +60,10 @@ __all__ = [
     "training_arguments",
 ]
 
+INIT_HINT = (
+    "--init minilm, course-tiny, random:course-tiny, or a folder with config.json, "
+    "model.safetensors and vocab.txt (a run's model/ or final/)."
+)
 SENTENCES_HELD_OUT = 1_000  # --holdout sentences: about the size of GLUE's SST-2 dev set (872)
 # What the command writes in --out besides the engine's checkpoints, best weights and logs.
 FINETUNE_ARTEFACTS = ("model", "metrics.json", "confusion_matrix.png", "training_curves.png")
@@ -156,13 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(options.out)
     check_output_dir(out, "finetune")  # before reading anything
     train_data, valid_data = load_task_data(options)
-    model, tokenizer = load_for_task(
-        BertForSequenceClassification,
-        options.init,
-        seed=options.seed,
-        num_labels=len(train_data.label_names),
-        id2label=train_data.id2label,
-    )
+    with about_option("--init", options.init, INIT_HINT):
+        model, tokenizer = load_for_task(
+            BertForSequenceClassification,
+            options.init,
+            seed=options.seed,
+            num_labels=len(train_data.label_names),
+            id2label=train_data.id2label,
+        )
     positions = model.config.max_position_embeddings
     if options.max_length > positions:
         raise ValueError(

@@ -10,11 +10,12 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 __all__ = [
     "DEBUG_VARIABLE",
@@ -28,6 +29,7 @@ __all__ = [
     "probability",
     "debug_requested",
     "report_errors",
+    "about_option",
 ]
 
 DEBUG_VARIABLE = "BERTCOURSE_DEBUG"
@@ -74,6 +76,21 @@ fraction = _checked(
 probability = _checked(
     float, FINITE, lambda v: 0 < v < 1, "must be between 0 and 1, e.g. 0.15", "probability"
 )
+
+
+@contextlib.contextmanager
+def about_option(flag: str, value: object, hint: str) -> Iterator[None]:
+    """Say which option an error from the library is about, and what the command line accepts.
+
+    The library's messages speak Python (`from_hf('minilm')`, `load_corpus("offline")`); the
+    reader typed a flag. The error keeps its type (the tests and the exit status depend on it).
+    """
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        if len(error.args) != 1 or not isinstance(error.args[0], str):
+            raise
+        raise type(error)(f"{flag} {value}: {error.args[0]} On the command line: {hint}") from error
 
 
 def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:

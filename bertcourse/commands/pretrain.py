@@ -49,6 +49,7 @@ from ..training import (
 )
 from ..viz import plot_training_curves
 from .options import (
+    about_option,
     fraction,
     non_negative_float,
     non_negative_int,
@@ -73,6 +74,10 @@ __all__ = [
     "training_arguments",
 ]
 
+CORPUS_HINT = (
+    "--corpus offline, offline-large, wikitext-103 (online), a .txt/.csv/.tsv file, or a folder "
+    "of .txt files."
+)
 # What the command writes in --out besides the engine's checkpoints and logs.
 PRETRAIN_ARTEFACTS = ("final", "training_curves.png", "vocab.txt", "pretrain_setup.json")
 EVAL_MLM_PROBABILITY = 0.15  # BERT's masking rate, at which every run is evaluated
@@ -263,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepare_pretraining_dir(out, setup, options.resume, options.overwrite)
 
     started = time.perf_counter()
-    train_corpus, validation_corpus = corpus_splits(options.corpus)
+    with about_option("--corpus", options.corpus, CORPUS_HINT):
+        train_corpus, validation_corpus = corpus_splits(options.corpus)
     print(f"Corpus: {train_corpus.summary()}; validation: {validation_corpus.summary()}")
     tokenizer = load_pretraining_tokenizer(options.vocab, train_corpus.texts, out)
     train_examples, eval_examples = make_pretraining_examples(

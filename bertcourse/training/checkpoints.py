@@ -45,7 +45,7 @@ __all__ = [
     "preserved_rng_states",
     "deferred_keyboard_interrupt",
     "StopRequested",
-    "stop_on_sigterm",
+    "StopSignals",
     "checkpoint_step",
     "list_checkpoints",
     "latest_checkpoint",
@@ -128,29 +128,51 @@ class StopRequested(KeyboardInterrupt):
         self.signum = signum
 
 
-def _raise_stop(signum: int, frame: Any) -> None:
-    raise StopRequested(signum)
+class StopSignals:
+    """While a run trains, Ctrl-C (SIGINT) and SIGTERM ask it to stop at its next safe point.
 
+    The handler only notes the signal; the loop calls `check()` between steps, where the last
+    step is complete, logged and (if due) saved, and stops there with `StopRequested`. So a
+    signal never cuts a log line or a checkpoint in half. A second signal stops at once.
+    """
 
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM stops training like Ctrl-C (a checkpoint is saved) instead of killing it at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    active: StopSignals | None = None  # the one installed now, if any
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {
+                signum: signal.signal(signum, self._handle)
+                for signum in (signal.SIGINT, signal.SIGTERM)
+            }
+            StopSignals.active = self
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received:  # asked twice: do not wait for the step to end
+            raise StopRequested(signum)
+        self.received.append(signum)
+
+    def check(self) -> None:
+        if self.received:
+            raise StopRequested(self.received[0])
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        if StopSignals.active is self:
+            StopSignals.active = None
 
 
 @contextlib.contextmanager
 def deferred_keyboard_interrupt() -> Iterator[None]:
     """Hold a Ctrl-C or SIGTERM until the block ends, so an update is never half-applied when it
     is saved."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or StopSignals.active:
+        yield  # (a training loop's StopSignals already waits for a safe point)
         return
     received: list[int] = []
     previous = {

@@ -47,6 +47,7 @@ from .checkpoints import (
     CHECKPOINT_PREFIX,
     STATE_FORMAT_VERSION,
     MetricsLog,
+    StopSignals,
     capture_rng_states,
     deferred_keyboard_interrupt,
     load_model_weights,
@@ -55,7 +56,6 @@ from .checkpoints import (
     preserved_rng_states,
     read_best,
     restore_rng_states,
-    stop_on_sigterm,
     write_best,
     write_checkpoint,
 )
@@ -282,8 +282,8 @@ class Trainer:
         progress = _progress_bar(args, self.position.step, enabled=self.is_main)
         interrupted = False
         try:
-            with stop_on_sigterm():
-                self._loop(stream, meter, progress)
+            with StopSignals() as stops:
+                self._loop(stream, meter, progress, stops)
             if self.eval_loader is not None and not self.eval_metrics:  # resumed when complete
                 self._evaluate(progress)
         except KeyboardInterrupt as stop:
@@ -295,9 +295,10 @@ class Trainer:
             stream.close()
         return self._result(interrupted)
 
-    def _loop(self, stream: Iterator, meter: _Meter, progress: Any) -> None:
+    def _loop(self, stream: Iterator, meter: _Meter, progress: Any, stops: StopSignals) -> None:
         args = self.args
         while self.position.step < args.max_steps:
+            stops.check()  # a safe point: the last step is complete, logged and saved if due
             step_loss = self._optimizer_step(stream, meter)
             step = self.position.step
             progress.update(1)
