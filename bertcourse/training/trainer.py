@@ -302,11 +302,10 @@ class Trainer:
             step_loss = self._optimizer_step(stream, meter)
             step = self.position.step
             progress.update(1)
-            logs, evaluates = (
-                step % args.log_every == 0 or step == args.max_steps,
-                (self.eval_loader is not None and self._due(args.eval_every, step)),
-            )
-            if logs or evaluates or self._due(args.save_every, step):
+            logs = self._due(args.log_every, step)
+            evaluates = self.eval_loader is not None and self._due(args.eval_every, step)
+            saves = self._due(args.save_every, step)
+            if logs or evaluates or saves:
                 self._check_finite()  # before anything is logged, evaluated or saved
             if logs:
                 record = self._log_training(meter)
@@ -318,7 +317,7 @@ class Trainer:
             paused = time.perf_counter()
             if evaluates:
                 self._evaluate(progress)
-            if self._due(args.save_every, step):
+            if saves:
                 self.save_checkpoint(progress)
             meter.started += time.perf_counter() - paused  # throughput counts training only
             self._run_callbacks(step_loss)
