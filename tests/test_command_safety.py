@@ -123,6 +123,22 @@ def test_an_unreadable_table_or_corpus_is_named_with_its_line_and_the_fix(tmp_pa
         assert all(part in err[-1] for part in expected), (argv, err[-1])
 
 
+def test_a_corpus_too_small_for_the_options_names_the_flag_to_change(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    cases = [
+        (pretrain_argv(corpus, tmp_path / "a", "--steps", "2", "--batch-size", "5000"),
+         ["--batch-size 5000:", "57 training examples", "lower --batch-size"]),
+        ([*pretrain_argv(corpus, tmp_path / "b", "--steps", "2"), "--vocab", "train:5"],
+         ["--vocab train:5:", "at least 49", "--vocab train:N"]),
+    ]  # fmt: skip
+    for argv, expected in cases:
+        code = commands.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: "), (argv, err)
+        assert all(part in err[0] for part in expected), err[0]
+        assert "per_device_batch_size" not in err[0]  # the flag, not the Python argument
+
+
 def test_integer_labels_with_gaps_map_through_a_shown_list(tmp_path):
     from bertcourse.data import load_classification
 
@@ -167,6 +183,16 @@ def test_a_max_length_beyond_the_checkpoints_positions_is_refused_naming_the_fla
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--max-length 1000 is longer than the 128 positions" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_seq_len_beyond_bert_positions_says_it_grows_the_position_table(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = pretrain_argv(write_corpus(tmp_path / "corpus.txt"), out, "--steps", "1")
+    argv[argv.index("--seq-len") + 1] = "600"
+    assert commands.main(argv) == 0
+    assert "--seq-len 600 is longer than BERT's 512 positions" in capsys.readouterr().out
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert config["max_position_embeddings"] == 600
 
 
 # -- a diverged run --------------------------------------------------------------------------
@@ -321,6 +347,39 @@ def test_finetune_resumed_after_its_last_checkpoint_writes_its_report(tmp_path, 
     assert again["accuracy"] == metrics["accuracy"] and again["steps"] == 4
 
 
+CTRL_C_DURING_THE_REPORT = """
+import os, signal, sys
+sys.path.insert(0, "tests")
+import bertcourse.commands.finetune as finetune
+from bertcourse import commands
+
+def ctrl_c(*args, **kwargs):  # the reader presses Ctrl-C while the report's plots are drawn
+    os.kill(os.getpid(), signal.SIGINT)
+
+finetune.plot_confusion_matrix = ctrl_c
+sys.exit(commands.main(sys.argv[1:]))
+"""
+
+
+def test_finetune_stopped_by_ctrl_c_during_its_report_exits_130_and_resumes(tmp_path):
+    from test_finetune import tiny_checkpoint
+
+    table = write_table(tmp_path / "train.tsv")
+    init = str(tiny_checkpoint(tmp_path / "init"))
+    out = tmp_path / "run"
+    argv = ["finetune", "--train", str(table), "--init", init, "--out", str(out),
+            "--max-steps", "4", "--batch-size", "8", "--no-progress"]  # fmt: skip
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    process = subprocess.run([sys.executable, "-c", CTRL_C_DURING_THE_REPORT, *argv], cwd=ROOT,
+                             env=environment, capture_output=True, text=True)  # fmt: skip
+    assert process.returncode == 128 + signal.SIGINT, process.stderr
+    assert process.stderr.strip().splitlines()[-1] == "error: interrupted (SIGINT)"
+    assert "Traceback" not in process.stderr and not (out / "model").exists()
+    assert commands.main([*argv, "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+    assert (out / "model" / "model.safetensors").is_file()
+
+
 # -- files -----------------------------------------------------------------------------------
 
 
@@ -338,3 +397,55 @@ def test_saved_files_and_folders_follow_the_umask(tmp_path):
     atomic_directory(lambda folder: (folder / "new.txt").write_text("z"), tmp_path / "dir")
     assert [p.name for p in (tmp_path / "dir").iterdir()] == ["new.txt"]  # replaced whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file.txt"]  # no leftovers
+
+
+# A subprocess that kills itself (SIGKILL: no handler, no cleanup runs) in the middle of
+# writing one file of a save: the weights of checkpoint-20, or the exported final/ folder.
+KILLED_INSIDE_A_SAVE = """
+import os, signal, sys
+from pathlib import Path
+import bertcourse.hf as hf
+from bertcourse import commands
+
+write_file = hf.atomic_save_file
+
+def killed_inside(write, path):
+    path = Path(path)
+    if path.name == "model.safetensors" and path.parent.name.startswith(sys.argv[1]):
+        write_file(write, path.parent / "model.safetensors")  # one file of the folder written
+        (path.parent / "half-written").write_bytes(b"x" * 1000)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write_file(write, path)
+
+hf.atomic_save_file = killed_inside
+sys.exit(commands.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("inside", ["checkpoint-20.tmp", ".final."], ids=["checkpoint", "export"])
+def test_a_run_killed_inside_a_save_resumes_exactly(inside, tmp_path):
+    """Killed while checkpoint-20 or final/ is half written: the half-written folder is never
+    taken for a complete one, and --resume ends with the uninterrupted run's weights."""
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    steps = ["--steps", "40", "--save-every", "10", "--eval-every", "1000", "--log-every", "5"]
+    whole = tmp_path / "whole"
+    assert commands.main(pretrain_argv(corpus, whole, *steps)) == 0
+
+    killed = tmp_path / "killed"
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-c", KILLED_INSIDE_A_SAVE, inside,
+               *pretrain_argv(corpus, killed, *steps)]  # fmt: skip
+    process = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
+    assert process.returncode == -signal.SIGKILL, process.stdout + process.stderr
+    half_written = [path.parent for path in killed.rglob("half-written")]
+    assert len(half_written) == 1 and half_written[0].name.startswith(inside)
+    saved = [int(path.name.split("-")[1]) for path in list_checkpoints(killed)]
+    assert saved == ([10] if inside.startswith("checkpoint") else [30, 40])  # the newest two kept
+    assert not (killed / "final").exists()
+
+    assert commands.main([*pretrain_argv(corpus, killed, *steps), "--resume"]) == 0
+    expected = load_file(whole / "final" / "model.safetensors")
+    resumed = load_file(killed / "final" / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+    assert not list(killed.rglob("half-written"))  # the cut-short folder is cleared

@@ -180,7 +180,12 @@ def load_pretraining_tokenizer(spec: str, train_texts: Callable[[], list[str]], 
         vocab_file = out / "vocab.txt"
         if not vocab_file.is_file():
             started = time.perf_counter()
-            vocab = trainers[name](train_texts(), int(size))
+            with about_option(
+                "--vocab",
+                spec,
+                "--vocab train:N with N at least that (e.g. the default train:8000).",
+            ):
+                vocab = trainers[name](train_texts(), int(size))
             save_vocab(vocab, vocab_file)
             print(
                 f"Trained a WordPiece vocabulary of {len(vocab):,} tokens "
@@ -280,6 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(sequences of at most {options.seq_len} tokens; built in "
         f"{time.perf_counter() - started:.1f} s)"
     )
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if len(train_examples) < options.batch_size * processes:
+        raise ValueError(
+            f"--batch-size {options.batch_size}: the corpus gives {len(train_examples):,} training "
+            f"examples of --seq-len {options.seq_len}, fewer than one batch"
+            + (f" on each of {processes} processes" if processes > 1 else "")
+            + ": lower --batch-size or use a larger --corpus."
+        )
     result = run_pretraining(options, tokenizer, train_examples, eval_examples)
     if result.interrupted:  # a checkpoint was saved: --resume continues
         return 128 + (result.stop_signal or signal.SIGINT)  # 130 after Ctrl-C, 143 after SIGTERM
