@@ -1,6 +1,6 @@
 """Write the corpus card: what the offline corpora hold, measured on this installation.
 
-    python scripts/corpus_card.py      # -> book/data/corpus_card.json and book/corpus_card.md
+    python scripts/corpus_card.py      # -> bertcourse/reference/corpus_card.json and book/corpus_card.md
 
 Counts documents, sentences, words and tokens per source (the Python documentation, then each
 package of the large corpus), with versions and licenses, the train/validation split, the most
@@ -172,7 +172,7 @@ course runs without a download: the documentation of Python and of the installed
 This card says what that text is. Its numbers were measured by `{card["command"]}` at commit
 `{card["commit"]}` on {card["machine"]}, with the package versions in the table: another Python or
 other package versions have other docstrings, so rerun the script to see yours. (Generated from
-`book/data/corpus_card.json`; do not edit by hand.)
+`bertcourse/reference/corpus_card.json`; do not edit by hand.)
 
 ## Two sizes
 
@@ -241,7 +241,7 @@ learns that register and little else:
 
 def main() -> None:
     card = measure()
-    path = ROOT / "book" / "data" / "corpus_card.json"
+    path = ROOT / "bertcourse" / "reference" / "corpus_card.json"
     path.write_text(json.dumps(card, indent=1) + "\n")
     page = ROOT / "book" / "corpus_card.md"
     page.write_text(render(card))

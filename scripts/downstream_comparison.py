@@ -20,7 +20,7 @@ weights: its twin without pretraining), "course-tiny" (the course's checkpoint) 
 model's learning rate is the best of its grid on the validation split (the tiny models, random or
 pretrained, get the same grid, 1e-4 to 1e-2; MiniLM 3e-5 to 3e-4, around the top of BERT's
 fine-tuning range), so random weights are not a strawman held to a fine-tuning learning rate.
-Results go to book/data/downstream_comparison.json with the commit, the machine and the command.
+Results go to bertcourse/reference/downstream_comparison.json with the commit, the machine and the command.
 Time it alone on the machine.
 """
 
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--json", default=str(ROOT / "book" / "data" / "downstream_comparison.json")
+        "--json", default=str(ROOT / "bertcourse" / "reference" / "downstream_comparison.json")
     )
     options = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)

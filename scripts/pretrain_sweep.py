@@ -8,7 +8,7 @@ Each run is `python -m bertcourse pretrain --corpus offline-large ...` with the 
 its number of steps chosen so that its training takes about --minutes on this machine (a
 20-step pilot measures the speed first). Held-out MLM accuracy is measured at 15% masking on a
 seeded sample of the validation split of about EVAL_TOKENS tokens, whatever the sequence length. The corpus and the examples of
-each vocabulary and sequence length are built once. Results go to book/data/pretrain_sweep.json
+each vocabulary and sequence length are built once. Results go to bertcourse/reference/pretrain_sweep.json
 (one record per run, written after each run, with the command that reproduces it), together
 with the commit, the machine and its load. Time it alone: a second busy process on two cores
 slows a run several times.
@@ -121,7 +121,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="training time of each run")
     parser.add_argument("--only", nargs="*", choices=list(RUNS), help="these runs only")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "sweep")
-    parser.add_argument("--json", type=Path, default=ROOT / "book" / "data" / "pretrain_sweep.json")
+    parser.add_argument(
+        "--json", type=Path, default=ROOT / "bertcourse" / "reference" / "pretrain_sweep.json"
+    )
     parser.add_argument(
         "--reevaluate",
         action="store_true",

@@ -34,6 +34,7 @@ from bertcourse.data import (  # noqa: E402
     create_mlm_examples,
 )
 from bertcourse.model import BertForMaskedLM, BertForPreTraining  # noqa: E402
+from bertcourse.reference import REFERENCE_DIR  # noqa: E402
 from bertcourse.tokenization import BertTokenizer  # noqa: E402
 
 # On a GPU, bitwise-equal resumes need deterministic kernels; cuBLAS needs this to provide them.
@@ -602,7 +603,7 @@ def test_pretrain_defaults_are_the_measured_laptop_recipe():
     parser = pretrain.build_parser()
     options = parser.parse_args(["--steps", "1", "--out", "x"])
     assert not parser.parse_args(["--steps", "1", "--out", "x", "--nsp"]).no_nsp
-    sweep = json.loads((Path(__file__).parent.parent / "book/data/pretrain_sweep.json").read_text())
+    sweep = json.loads((REFERENCE_DIR / "pretrain_sweep.json").read_text())
     long_enough = [run for run in sweep["runs"] if " --seq-len 32 " not in run["command"]]
     best = max(long_enough, key=lambda run: run["final_reevaluated"]["eval_mlm_accuracy"])
     recipe = parser.parse_args(best["command"].split()[4:])  # after "python -m bertcourse pretrain"

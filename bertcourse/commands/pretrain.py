@@ -81,8 +81,8 @@ CORPUS_HINT = (
 # What the command writes in --out besides the engine's checkpoints and logs.
 PRETRAIN_ARTEFACTS = ("final", "training_curves.png", "vocab.txt", "pretrain_setup.json")
 EVAL_MLM_PROBABILITY = 0.15  # BERT's masking rate, at which every run is evaluated
-# The laptop recipe, the defaults: chosen by scripts/pretrain_sweep.py (book/data/pretrain_sweep.json),
-# five-minute runs of a tiny BERT on the offline corpus on 2 CPU cores. Short sequences, 30%
+# The laptop recipe, the defaults: chosen by scripts/pretrain_sweep.py
+# (bertcourse/reference/pretrain_sweep.json), five-minute runs of a tiny BERT on the offline corpus on 2 CPU cores. Short sequences, 30%
 # masking and a large learning rate learnt most per minute; NSP did not help masked LM.
 RECIPE = {"vocab": "train:8000", "nsp": False, "seq_len": 64, "batch_size": 64, "lr": 3e-3,
           "mlm_probability": 0.3}  # fmt: skip
