@@ -17,6 +17,10 @@ import numpy as np
 import torch
 
 __all__ = [
+    "COLUMN_WIDTH",
+    "BOOK_STYLE",
+    "use_book_style",
+    "column_figure",
     "plot_attention",
     "plot_attention_heads",
     "plot_scaling",
@@ -25,6 +29,35 @@ __all__ = [
     "plot_training_curves",
     "plot_confusion_matrix",
 ]
+
+
+# The book's text column is about 700 px wide; matplotlib draws 100 px per inch. A figure
+# at most this wide is shown at its own size, so 8-point legend text stays about 11 px tall
+# on the page (a 15-inch figure squeezed into the column shrank it to about 5 px).
+COLUMN_WIDTH = 7.0  # inches
+BOOK_STYLE = {
+    "figure.figsize": (COLUMN_WIDTH, 3.6),
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "figure.titlesize": 10,
+}
+
+
+def use_book_style() -> None:
+    """Size every figure that follows for the book's column (see BOOK_STYLE)."""
+    plt.rcParams.update(BOOK_STYLE)
+
+
+def column_figure(nrows: int = 1, ncols: int = 1, height: float | None = None, **kwargs):
+    """plt.subplots sized for the column: the full width, `height` inches (default 3.6 per row)."""
+    height = height if height is not None else 3.6 * nrows
+    return plt.subplots(nrows, ncols, figsize=(COLUMN_WIDTH, height), **kwargs)
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -51,7 +84,7 @@ def plot_attention(
         raise ValueError(f"plot_attention takes one head (L_q, L_k), got shape {probs.shape}.")
     key_tokens = tokens if key_tokens is None else key_tokens
     if ax is None:
-        size = max(3.0, 0.35 * max(probs.shape) + 1.5)
+        size = min(COLUMN_WIDTH - 1, max(3.0, 0.3 * max(probs.shape) + 1.5))  # fits the column
         fig, ax = plt.subplots(figsize=(size + (1 if colorbar else 0), size))
     else:
         fig = ax.figure
@@ -87,7 +120,7 @@ def plot_attention_heads(
     num_heads, length, _ = probs.shape
     ncols = min(ncols, num_heads)
     nrows = math.ceil(num_heads / ncols)
-    cell = max(2.2, 0.22 * length + 1.0)
+    cell = min(COLUMN_WIDTH / ncols, max(1.6, 0.22 * length + 1.0))  # the row fits the column
     fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows), squeeze=False)
     for head, ax in enumerate(axes.flat):
         if head >= num_heads:
@@ -95,7 +128,7 @@ def plot_attention_heads(
             continue
         ax.imshow(probs[head], cmap=cmap, vmin=0.0, vmax=max(float(probs[head].max()), 1e-9))
         ax.set_title(head_titles[head] if head_titles else f"head {head}", fontsize=9)
-        show_labels = tokens is not None and length <= 24
+        show_labels = tokens is not None and length * 0.1 <= cell - 0.6  # 7-point labels fit
         if show_labels:
             ax.set_xticks(range(length), labels=list(tokens), rotation=90, fontsize=7)
             ax.set_yticks(range(length), labels=list(tokens), fontsize=7)
@@ -203,7 +236,7 @@ def plot_training_curves(log_path, title: str | None = None) -> plt.Figure:
     keys = list(dict.fromkeys(key for row in rows for key in row))
     losses = [k for k in keys if k == "loss" or (k.startswith("eval_") and k.endswith("loss"))]
     accuracies = [k for k in keys if k.endswith("accuracy")]
-    fig, axes = plt.subplots(1, 2 if accuracies else 1, figsize=(11 if accuracies else 6, 4))
+    fig, axes = plt.subplots(1, 2 if accuracies else 1, figsize=(COLUMN_WIDTH, 3.4))
     axes = np.atleast_1d(axes)
     for key in losses:
         steps, values = series(key)
@@ -241,7 +274,7 @@ def plot_confusion_matrix(
     """
     counts = np.asarray(matrix, dtype=float)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = max(3.5, 0.55 * len(label_names) + 2)
+    size = min(COLUMN_WIDTH - 1, max(3.5, 0.55 * len(label_names) + 2))
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(shares if normalize else counts, cmap="Blues", vmin=0)
     fig.colorbar(image, ax=ax, label="share of the true class" if normalize else "examples")

@@ -22,6 +22,9 @@ from bertcourse.metrics import LIVE_RESULT_PATTERN
 ROOT = Path(__file__).resolve().parent.parent
 # Chapter pages must show at least this many rendered figures (PNG outputs of the notebook).
 MIN_FIGURES = 2
+# A figure wider than the ~700 px column is shrunk to fit, and its text with it: at most
+# bertcourse.viz.COLUMN_WIDTH inches at 100 dpi, plus what a tight bounding box adds.
+MAX_FIGURE_PX = 800
 ERROR_MARKERS = ("Traceback (most recent call last)",)
 # The chapters whose live training runs state their results beside chance (or, for masked LM,
 # beside the unigram baseline): each must show at least one.
@@ -44,6 +47,24 @@ def live_result_problems(page_name: str, html: str) -> list[str]:
     return problems
 
 
+def figure_width_problems(page_name: str, html_dir: Path, sources: set[str]) -> list[str]:
+    """Figures wider than the column, which the browser shrinks until their labels are tiny."""
+    from PIL import Image
+
+    wide = []
+    for source in sorted(sources):
+        path = html_dir / source.removeprefix('src="../').removesuffix('"')
+        with Image.open(path) as image:
+            if image.width > MAX_FIGURE_PX:
+                wide.append(f"{path.name} ({image.width} px)")
+    if not wide:
+        return []
+    return [
+        f"{page_name} has {len(wide)} figure(s) wider than the {MAX_FIGURE_PX} px column: "
+        f"{', '.join(wide)}; size them with bertcourse.viz.column_figure or use_book_style()"
+    ]
+
+
 def check(html_dir: Path) -> list[str]:
     problems = []
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -63,6 +84,7 @@ def check(html_dir: Path) -> list[str]:
                 f"{page.name} shows {len(figures)} figure(s), expected at least {MIN_FIGURES}: "
                 "do the notebook's plots render inline (no MPLBACKEND=Agg in the environment)?"
             )
+        problems.extend(figure_width_problems(page.name, html_dir, figures))
         problems.extend(live_result_problems(page.name, html))
         for marker in ERROR_MARKERS:
             if marker in html:
