@@ -1,7 +1,11 @@
 # BERT from Scratch. Every target creates .venv first if it is missing.
 #   make book      build the Jupyter Book (executes the notebooks) -> _build/html/index.html
-#   make test      lint, unit + parity tests, notebooks (nbval), book build with warnings as errors
+#   make test      lint, unit + parity tests, notebooks (nbval), the Colab-like run, book build
+#                  with warnings as errors
+#   make test-colab  chapters run from an empty folder in a fresh environment that has only
+#                  `pip install` of the package, as on Colab (scripts/colab_check.py)
 #   make student   the student edition: solutions replaced by stubs -> student/notebooks
+#                  (committed: Colab and Binder open it; run after changing a notebook)
 #   make screenshots  key pages of the built book as PNG (headless Chromium) -> _build/screenshots
 #   make bench     throughput of our BertModel vs transformers (BENCH_ARGS="--size base ...")
 #   make course-checkpoint  pretrain the course checkpoint again (about 25 minutes on 2 cores)
@@ -22,7 +26,7 @@ BOOK_FLAGS ?= --warningiserror --keep-going
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED = 0
 
-.PHONY: course-checkpoint venv book test test-package test-notebooks lint bench student screenshots clean distclean
+.PHONY: course-checkpoint venv book test test-package test-notebooks test-colab lint bench student screenshots clean distclean
 
 venv: $(VENV)/.installed
 
@@ -48,6 +52,8 @@ book: venv
 lint: venv
 	$(VENV)/bin/ruff check bertcourse tests scripts
 	$(VENV)/bin/ruff format --check bertcourse tests scripts
+	$(VENV)/bin/ruff format --check --line-length 88 notebooks
+	$(VENV)/bin/ruff check --select E501 --line-length 88 notebooks
 	$(PY) scripts/clean_notebooks.py --check
 
 test-package: venv
@@ -56,7 +62,10 @@ test-package: venv
 test-notebooks: venv
 	BERTCOURSE_PROFILE=ci $(PY) -m pytest --nbval-lax --durations=0 notebooks/
 
-test: lint test-package test-notebooks
+test-colab: venv
+	TORCH_SPEC="$(TORCH_SPEC)" $(PY) scripts/colab_check.py
+
+test: lint test-package test-notebooks test-colab
 	$(MAKE) book PROFILE=ci
 
 student: venv
@@ -77,7 +86,7 @@ course-checkpoint: venv
 	$(PY) scripts/package_course_checkpoint.py runs/course-tiny --command "$(COURSE_CHECKPOINT_COMMAND)"
 
 clean:
-	rm -rf _build student .pytest_cache .ruff_cache
+	rm -rf _build .pytest_cache .ruff_cache
 
 distclean: clean
 	rm -rf $(VENV)

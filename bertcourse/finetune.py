@@ -142,14 +142,19 @@ def encode_classification(
 
 
 def align_word_labels(
-    word_ids: Sequence[int | None], word_labels: Sequence[int], label_all_subwords: bool = False
+    word_ids: Sequence[int | None],
+    word_labels: Sequence[int],
+    label_all_subwords: bool = False,
+    inside_of: Mapping[int, int] | None = None,
 ) -> list[int]:
     """Token labels from word labels: the word's label on its first sub-word, -100 elsewhere.
 
     word_ids[i] is the word that token i came from (None for [CLS], [SEP],
     padding). The later sub-words of a word get -100 so each word is
     counted once by the loss and the metric, as in the BERT paper's NER
-    setup; with label_all_subwords they repeat the word's label instead.
+    setup. With label_all_subwords they are labelled too: with the word's
+    label, or, where `inside_of` maps a B-X id to its I-X id, with I-X (a
+    later piece continues the entity; it does not begin another one).
     """
     labels, previous = [], None
     for word in word_ids:
@@ -162,8 +167,11 @@ def align_word_labels(
                     "label per word."
                 )
             labels.append(word_labels[word])
+        elif label_all_subwords:
+            label = word_labels[word]
+            labels.append(inside_of.get(label, label) if inside_of else label)
         else:
-            labels.append(word_labels[word] if label_all_subwords else IGNORE_INDEX)
+            labels.append(IGNORE_INDEX)
         previous = word
     return labels
 

@@ -63,7 +63,7 @@ def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 ACT2FN = {
-    "gelu": F.gelu,  # exact: x * Phi(x), as in BERT
+    "gelu": F.gelu,  # exact: x * Phi(x), what transformers reads BERT's "gelu" as
     "gelu_new": _gelu_tanh,
     "gelu_pytorch_tanh": _gelu_tanh,
     "relu": F.relu,

@@ -143,6 +143,10 @@ def test_word_labels_go_to_the_first_sub_word():
         7,
         IGNORE_INDEX,
     ]
+    # B-X (1) on a word's later pieces becomes I-X (2); other labels repeat.
+    assert align_word_labels(
+        [None, 0, 0, 0, 1, 1, None], [1, 0], label_all_subwords=True, inside_of={1: 2}
+    ) == [IGNORE_INDEX, 1, 2, 2, 0, 0, IGNORE_INDEX]
     with pytest.raises(ValueError, match="one label per word"):
         align_word_labels([None, 0, 1, None], [1])
 

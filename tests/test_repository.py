@@ -134,6 +134,17 @@ def _check_book_module():
 
 
 FIGURES = '<img src="../_images/aa.png"><img src="../_images/bb.png">'
+
+
+def _write_figures(html_dir, widths=(700, 760)):
+    """The two figures FIGURES shows, as PNGs of the given pixel widths."""
+    from PIL import Image
+
+    (html_dir / "_images").mkdir(exist_ok=True)
+    for name, width in zip(("aa", "bb"), widths, strict=True):
+        Image.new("RGB", (width, 300), "white").save(html_dir / "_images" / f"{name}.png")
+
+
 LIVE = "<pre>validation accuracy: 85.3% (chance 20.0%)</pre>"
 
 
@@ -141,6 +152,7 @@ def test_book_check_flags_pages_without_figures(tmp_path):
     check_book = _check_book_module()
     pages = tmp_path / "notebooks"
     pages.mkdir()
+    _write_figures(tmp_path)
     for i, path in enumerate(NOTEBOOKS):
         (pages / f"{path.stem}.html").write_text(f"<html>{'' if i == 0 else FIGURES}{LIVE}</html>")
     problems = check_book.check(tmp_path)
@@ -151,10 +163,23 @@ def test_book_check_flags_pages_without_figures(tmp_path):
     assert len(check_book.check(tmp_path)) == 2
 
 
+def test_book_check_flags_figures_wider_than_the_column(tmp_path):
+    check_book = _check_book_module()
+    pages = tmp_path / "notebooks"
+    pages.mkdir()
+    _write_figures(tmp_path, widths=(700, 1290))  # bb.png: a 12.9-inch figure at 100 dpi
+    for path in NOTEBOOKS:
+        (pages / f"{path.stem}.html").write_text(f"<html>{FIGURES}{LIVE}</html>")
+    problems = check_book.check(tmp_path)
+    assert len(problems) == len(NOTEBOOKS)
+    assert all("bb.png (1290 px)" in problem and "aa.png" not in problem for problem in problems)
+
+
 def test_book_check_flags_live_results_at_chance(tmp_path):
     check_book = _check_book_module()
     pages = tmp_path / "notebooks"
     pages.mkdir()
+    _write_figures(tmp_path)
     for path in NOTEBOOKS:
         (pages / f"{path.stem}.html").write_text(f"<html>{FIGURES}{LIVE}</html>")
     assert check_book.check(tmp_path) == []

@@ -20,6 +20,7 @@ from bertcourse.commands.student import (
     main,
     make_student_edition,
     stub_source,
+    without_answers,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +71,13 @@ def test_solutions_become_stubs_and_nothing_else_changes(edition, path):
         if after["cell_type"] == "code":
             assert after["outputs"] == [] and after["execution_count"] is None
         if not is_solution(before):
-            assert after["source"] == before["source"] and after["metadata"] == before["metadata"]
+            text = source(before)
+            if before["cell_type"] == "markdown" and "<summary>Answer</summary>" in text:
+                assert source(after) == without_answers(text) != text  # the answer goes
+                assert "<summary>Answer</summary>" not in source(after)
+            else:
+                assert after["source"] == before["source"]
+            assert after["metadata"] == before["metadata"]
             continue
         tags = after["metadata"]["tags"]
         assert EXERCISE_TAG in tags and "solution" not in tags and "hide-input" not in tags
@@ -203,3 +210,31 @@ def test_student_checks_say_not_implemented_and_teacher_checks_pass(edition, mon
         if cell.cell_type == "code" and any(o.output_type == "error" for o in cell.outputs)
     ]
     assert failing == graded
+
+
+def test_written_answers_are_removed_and_hints_kept():
+    text = (
+        "**Exercise 4 (reading, ★☆☆): why?**\n\n"
+        "<details><summary>Hint 1</summary>\n\nLook at the mask.\n\n</details>\n\n"
+        "<details><summary>Answer</summary>\n\nBecause the $T^2$ scores.\n\n</details>\n"
+        "After the answer.\n"
+    )
+    student = without_answers(text)
+    assert "Look at the mask." in student and "<summary>Hint 1</summary>" in student
+    assert "Because" not in student and "<summary>Answer</summary>" not in student
+    assert student.endswith("edition with solutions.*\nAfter the answer.\n")
+
+
+def test_the_committed_student_edition_is_current(tmp_path):
+    """Colab and Binder open student/notebooks (book/_ext/student_launch.py): it must be the
+    edition of the notebooks as they are. After changing a notebook: make student."""
+    make_student_edition(ROOT / "notebooks", tmp_path)
+    committed = ROOT / "student" / "notebooks"
+    expected = sorted(path.name for path in tmp_path.glob("*.ipynb"))
+    assert sorted(path.name for path in committed.glob("*.ipynb")) == expected, "run make student"
+    stale = [
+        name
+        for name in expected
+        if (committed / name).read_bytes() != (tmp_path / name).read_bytes()
+    ]
+    assert not stale, f"student/notebooks is out of date for {stale}: run make student"

@@ -426,6 +426,29 @@ def test_keyboard_interrupt_saves_and_resumes_exactly(uninterrupted, tmp_path, c
     assert [r["step"] for r in rows] == list(range(1, 9))  # no gap, no repeat
 
 
+def test_a_second_ctrl_c_during_an_update_lets_it_finish(uninterrupted, tmp_path, monkeypatch):
+    """Two signals, the second one while the optimizer updates the weights (the reader presses
+    Ctrl-C twice): the run stops right after the update, so the checkpoint's step and weights
+    belong together and --resume ends exactly where an uninterrupted run does."""
+    import signal
+
+    update = training.trainer.Trainer._update
+
+    def update_then_two_signals(self) -> None:
+        update(self)  # the weights of the next step are in place, its step number not yet
+        if self.position.step == 2:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # a second signal stops at once... after this
+
+    monkeypatch.setattr(training.trainer.Trainer, "_update", update_then_two_signals)
+    result = run(tmp_path, **EXACT_RUN)
+    assert result.interrupted and result.global_step == 3 and result.stop_signal == signal.SIGINT
+    assert training.latest_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
+    monkeypatch.undo()
+    resumed = run(tmp_path, model=tiny_model(seed=5), resume=True, **EXACT_RUN)
+    assert_same_weights(resumed.model, uninterrupted.model)
+
+
 def test_a_new_run_does_not_overwrite_an_old_one(uninterrupted, tmp_path):
     shutil.copytree(uninterrupted.output_dir, tmp_path, dirs_exist_ok=True)
     with pytest.raises(FileExistsError, match="resume=True"):

@@ -4,7 +4,7 @@
 
 The teacher notebooks (the book) hold each coding exercise as two cells: a
 cell tagged "solution" that only defines the learner's function(s), and an
-untagged cell that grades them (`check_attention(attention_with_mask)`).
+untagged cell that grades them (`check_causal_attention(causal_attention)`).
 The student edition keeps everything and changes only the solution cells:
 each top-level function keeps its signature and docstring, and its body
 becomes
@@ -14,7 +14,10 @@ becomes
 
 so the grading cell answers "Not implemented yet" until the learner has
 written the function, and then grades it. The cell's "solution" tag becomes
-"exercise", and "hide-input" goes, since students must see the cell.
+"exercise", and "hide-input" goes, since students must see the cell. The
+written answer of a reading or experiment exercise, a folded block
+`<details><summary>Answer</summary> ... </details>` in a markdown cell, is
+removed (its hints stay).
 
 Notebooks are read and written as plain JSON (the format of
 scripts/clean_notebooks.py), so this needs nothing beyond the standard
@@ -27,6 +30,7 @@ import argparse
 import ast
 import io
 import json
+import re
 import sys
 import tokenize
 from dataclasses import dataclass, field
@@ -44,6 +48,7 @@ __all__ = [
     "stub_source",
     "is_solution",
     "student_cell",
+    "without_answers",
     "student_notebook",
     "make_student_edition",
     "main",
@@ -139,6 +144,15 @@ def _tags(cell: dict[str, Any]) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
+ANSWER_BLOCK = re.compile(r"<details>\s*<summary>\s*Answer\s*</summary>.*?</details>\n?", re.S)
+ANSWER_REMOVED = "*The answer is in the edition with solutions.*\n"
+
+
+def without_answers(markdown: str) -> str:
+    """A markdown cell's text with every folded Answer block replaced by a one-line note."""
+    return ANSWER_BLOCK.sub(ANSWER_REMOVED, markdown)
+
+
 def is_solution(cell: dict[str, Any]) -> bool:
     return cell.get("cell_type") == "code" and SOLUTION_TAG in _tags(cell)
 
@@ -160,6 +174,8 @@ def student_notebook(notebook: dict[str, Any]) -> tuple[dict[str, Any], int]:
         if is_solution(cell):
             cell = notebook["cells"][index] = student_cell(cell)
             stubbed += 1
+        elif cell.get("cell_type") == "markdown" and ANSWER_BLOCK.search(_source_text(cell)):
+            cell["source"] = without_answers(_source_text(cell))
         if cell.get("cell_type") == "code":
             cell["outputs"] = []
             cell["execution_count"] = None

@@ -23,6 +23,7 @@ __all__ = [
     "NER_LABEL_NAMES",
     "NER_ENTITY_TYPES",
     "PYTHON_CONSTANTS",
+    "GENERIC_ABBREVIATIONS",
     "NER_MAX_WORDS",
     "NER_SHARE_WITHOUT_ENTITIES",
     "QA_CONTEXT_SENTENCES",
@@ -40,26 +41,46 @@ __all__ = [
 # The offline tagging task: which words of a documentation sentence are names, and which are
 # code? The tags come from the text itself, by three rules (see `word_entity_type`):
 #   CODE  a word that can only be code: it contains "_" (os_path, notify_all), ends in "()"
-#         (rename()), is a dotted name (os.path, S.index), is CamelCase (TypeError, MagicMock),
-#         or is a capitalised name of Python's builtins (None, True, Exception);
-#   NAME  a maximal run of other capitalised words of two or more letters, not at the start of
-#         the sentence (Python, Unicode, EHLO, "Naming" in "section Naming and binding");
+#         (rename()), is a dotted name (os.path, S.index; not e.g), is CamelCase (TypeError,
+#         MagicMock, IOBase), or is a capitalised name of Python's builtins or of `typing`
+#         (None, True, Exception, Union, Callable);
+#   NAME  a maximal run of other capitalised words of two or more letters (Python, Unicode,
+#         EHLO, "Naming" in "section Naming and binding"), except a few abbreviations that are
+#         ordinary nouns (IO, EOF, API, URL: GENERIC_ABBREVIATIONS);
 #   O     every other word.
-# The words up to the sentence's first word with a letter get the tag -100 (unknown): a
-# sentence starts with a capital letter whatever its first word is, so the rule cannot tell.
-# The reader's model is uncased, so it never sees the capital letters the labels come from:
-# it must find names from their context, and CamelCase code from its pieces.
+# A word at the start of a sentence or of a clause (after ".", ":", "?" or "!") is capitalised
+# whatever it is, so the rule cannot tell whether it is a name: the words up to the sentence's
+# first word with a letter, that word, and a capitalised word that starts a clause get the tag
+# -100 (unknown). The reader's model is uncased, so it never sees the capital letters the labels
+# come from: it must find names from their context, and CamelCase code from its pieces.
 NER_LABEL_NAMES = ["O", "B-NAME", "I-NAME", "B-CODE", "I-CODE"]
 NER_ENTITY_TYPES = ("NAME", "CODE")
 # A word: a (dotted) identifier with an optional "()", a number, or one punctuation character.
 _NER_WORD = re.compile(r"[^\W\d]\w*(?:\.[^\W\d]\w*)*(?:\(\))?|\d+(?:\.\d+)*|[^\w\s]")
-_CAMEL_CASE = re.compile(r"[a-z][A-Z]")
+# CamelCase: a lower-case letter then a capital (MagicMock), or an abbreviation of three
+# capitals or more glued to a word (IOBase, OSError; not CPython or IPv4, which are names).
+_CAMEL_CASE = re.compile(r"[a-z][A-Z]|[A-Z]{3,}[a-z]{2}")
 # Python's capitalised built-in names that are not CamelCase (those are caught by the rule).
 PYTHON_CONSTANTS = frozenset({"None", "True", "False", "Ellipsis", "Exception", "Warning"})
+# Capitalised one-word names of `typing` that the CamelCase rule misses.
+_TYPING_NAMES = frozenset(
+    "Any Annotated Callable Concatenate Dict Final Generic Iterable Iterator List Literal Never "
+    "NoReturn NotRequired Optional Protocol Required Self Tuple Union Unpack".split()
+)
+# Capitalised abbreviations that the documentation uses as ordinary nouns ("the IO object",
+# "until EOF", "a URL"), not as names; each is an O word.
+GENERIC_ABBREVIATIONS = frozenset(
+    "API APIs CR CRLF EOF ID IDs IO LF NOT OK OR URL URLs XXX".split()
+)
+# Latin abbreviations that look like dotted names ("e.g." is split into "e.g" and ".").
+_NOT_DOTTED_NAMES = frozenset({"e.g", "i.e", "E.g", "I.e"})
+# A capitalised word after one of these (and any opening marks) starts a clause.
+_CLAUSE_ENDS = frozenset(".:?!")
+_OPENING_MARKS = frozenset({"*", "`", '"', "'", "“", "‘", "(", "[", "-", "–", "—"})
 NER_MAX_WORDS = 64  # longer sentences are left out: a few run-ons of lists and signatures
 NER_SHARE_WITHOUT_ENTITIES = 0.2  # of the sentences kept, about this share has no entity
 QA_CONTEXT_SENTENCES = 3  # sentences before and after the question sentence in its context
-QA_BLANK = "what"  # the word that replaces the answer in the question sentence
+QA_BLANK = "___"  # the blank that replaces the answer in the question sentence
 
 
 @dataclass
@@ -128,30 +149,45 @@ def word_entity_type(word: str) -> str | None:
     """The entity type a word can be part of, "CODE" or "NAME", or None (by the rules above)."""
     if not word[:1].isalpha() and word[:1] != "_":
         return None
+    if word in _NOT_DOTTED_NAMES:
+        return None
     if (
         "_" in word
         or word.endswith("()")
         or "." in word
         or _CAMEL_CASE.search(word)
         or word in PYTHON_CONSTANTS
+        or word in _TYPING_NAMES
     ):
         return "CODE"
-    if word[:1].isupper() and len(word) >= 2:
+    if word[:1].isupper() and len(word) >= 2 and word not in GENERIC_ABBREVIATIONS:
         return "NAME"
     return None
 
 
-def tag_words(words: Sequence[str]) -> list[int]:
-    """IOB2 tag ids (NER_LABEL_NAMES) of a sentence's words; -100 up to its first word with a letter.
+def _starts_clause(words: Sequence[str], index: int) -> bool:
+    """Whether words[index] follows ".", ":", "?" or "!" (with only opening marks between)."""
+    before = index - 1
+    while before >= 0 and words[before] in _OPENING_MARKS:
+        before -= 1
+    return before >= 0 and words[before] in _CLAUSE_ENDS
 
-    Each CODE word is its own entity; consecutive NAME words form one entity.
+
+def tag_words(words: Sequence[str]) -> list[int]:
+    """IOB2 tag ids (NER_LABEL_NAMES) of a sentence's words; -100 where the rules cannot tell.
+
+    -100 up to the first word with a letter, and on a capitalised word that starts a clause
+    (unless it is code). Each CODE word is its own entity; consecutive NAME words form one.
     """
     label = {name: index for index, name in enumerate(NER_LABEL_NAMES)}
     first = next((i for i, word in enumerate(words) if any(c.isalpha() for c in word)), len(words))
     tags, previous = [-100] * min(first + 1, len(words)), None
-    for word in words[first + 1 :]:
-        kind = word_entity_type(word)
-        if kind == "CODE":
+    for index in range(first + 1, len(words)):
+        kind = word_entity_type(words[index])
+        if kind == "NAME" and _starts_clause(words, index):
+            kind = None  # unknown; a capitalised word after it starts an entity of its own
+            tags.append(-100)
+        elif kind == "CODE":
             tags.append(label["B-CODE"])
         elif kind == "NAME":
             tags.append(label["I-NAME" if previous == "NAME" else "B-NAME"])
@@ -249,7 +285,7 @@ def offline_qa(split: str = "train", seed: int = 0) -> list[QAExample]:
     CODE, by the rules of `offline_ner`) which also occurs in its
     neighbourhood, the *context* is the QA_CONTEXT_SENTENCES sentences
     before and after it, without the sentence itself; the *question* is the
-    sentence with the entity replaced by QA_BLANK ("what"); the *answers*
+    sentence with the entity replaced by the blank QA_BLANK ("___"); the *answers*
     are the entity's occurrences in the context, as the same words in the
     same case. One entity per question sentence (a seeded choice among those
     that qualify); an entity that occurs twice in its own sentence does not

@@ -36,21 +36,38 @@ from .ch02_attention import (
     check_attention,
     check_blockwise_attention,
     check_causal_attention,
+    check_local_attention_mask,
     check_softmax,
 )
 from .ch03_multihead_attention import (
     check_merge_heads,
     check_multi_head_attention,
     check_split_heads,
+    check_split_qkv,
 )
-from .ch04_encoder import check_gelu, check_layer_norm, check_parameter_count
-from .ch05_real_weights import check_mean_pooling, check_strongest_sep_heads
-from .ch06_masked_lm import check_mask_tokens
-from .ch07_next_sentence import check_nsp_pairs
+from .ch04_encoder import (
+    check_gelu,
+    check_gelu_derivative,
+    check_layer_norm,
+    check_parameter_count,
+)
+from .ch05_real_weights import check_attention_entropy, check_max_pooling
+from .ch06_masked_lm import check_mask_tokens, check_whole_word_mask
+from .ch07_next_sentence import check_hard_nsp_pairs, check_nsp_pairs
 from .ch08_pretraining_run import check_parameter_groups, check_warmup_schedule
-from .ch09_classification import check_classification_head, check_macro_f1
+from .ch09_classification import (
+    check_class_weighted_head,
+    check_classification_head,
+    check_macro_f1,
+)
 from .ch10_sentence_pairs import check_pair_encoding, check_segment_ids
-from .ch11_ner_and_qa import check_align_labels, check_best_span
+from .ch11_ner_and_qa import (
+    check_align_every_subword,
+    check_align_labels,
+    check_answer_or_null,
+    check_best_span,
+)
+from .ch12_debugging_bert import check_post_ln_layer
 
 __all__ = [
     "ExerciseFailed",
@@ -58,24 +75,33 @@ __all__ = [
     "check_wordpiece",
     "check_attention",
     "check_causal_attention",
+    "check_local_attention_mask",
     "check_softmax",
     "check_blockwise_attention",
     "check_split_heads",
     "check_merge_heads",
+    "check_split_qkv",
     "check_multi_head_attention",
     "check_parameter_count",
     "check_layer_norm",
     "check_gelu",
-    "check_mean_pooling",
-    "check_strongest_sep_heads",
+    "check_gelu_derivative",
+    "check_max_pooling",
+    "check_attention_entropy",
     "check_mask_tokens",
+    "check_whole_word_mask",
     "check_nsp_pairs",
+    "check_hard_nsp_pairs",
     "check_parameter_groups",
     "check_warmup_schedule",
     "check_classification_head",
+    "check_class_weighted_head",
     "check_macro_f1",
     "check_pair_encoding",
     "check_segment_ids",
     "check_align_labels",
+    "check_align_every_subword",
     "check_best_span",
+    "check_answer_or_null",
+    "check_post_ln_layer",
 ]

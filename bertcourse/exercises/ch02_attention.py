@@ -1,4 +1,5 @@
-"""Chapter 2, attention: scaled dot-product attention, causal, a stable softmax, blockwise."""
+"""Chapter 2, attention: scaled dot-product attention, local and causal masks, a stable softmax,
+blockwise attention."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from ._grading import (
     _WRONG_AXIS,
     Case,
     Mistake,
+    Problem,
     _attention_shape_hint,
     _compare_output_and_probs,
+    _fmt_index,
+    _fmt_shape,
     _random,
     _real_tokens,
     _run_cases,
@@ -27,6 +31,7 @@ from ._grading import (
 __all__ = [
     "check_attention",
     "check_causal_attention",
+    "check_local_attention_mask",
     "check_softmax",
     "check_blockwise_attention",
 ]
@@ -185,6 +190,183 @@ def check_attention(fn: Callable) -> bool:
         _compare_output_and_probs(_MINUS_INF),
         _ATTENTION_MISTAKES,
         "compare each step with softmax(Q Kᵀ / √d_k + mask) V on this case's shapes.",
+    )
+
+
+# ----------------------------------------------------------------------------
+# Exercise 1: a local (sliding-window) attention mask over a padded batch
+# ----------------------------------------------------------------------------
+
+
+def _local_attention_mask(
+    attention_mask: torch.Tensor,
+    window: int,
+    *,
+    distance: str = "both",
+    padding: str = "keys",
+    invert: bool = False,
+) -> torch.Tensor:
+    """The reference local mask (B, 1, T, T), or one of its classic mistakes."""
+    length = attention_mask.shape[-1]
+    positions = torch.arange(length)
+    offset = positions[:, None] - positions[None, :]  # (T, T): query i minus key j
+    near = {
+        "both": offset.abs() <= window,
+        "strict": offset.abs() < window,
+        "past": (offset >= 0) & (offset <= window),
+    }[distance]
+    real = attention_mask.bool()
+    if padding == "prefix":  # the real tokens assumed to come first
+        real = positions[None, :] < attention_mask.long().sum(-1, keepdim=True)
+    keys, queries = real[:, None, None, :], real[:, None, :, None]
+    blocked = {
+        "keys": near & keys,
+        "prefix": near & keys,
+        "ignored": near.expand(len(real), 1, length, length),
+        "queries": near & queries,
+        "both": near & keys & queries,
+    }
+    return ~blocked[padding] if invert else blocked[padding]
+
+
+def _local_case(description: str, attention_mask: list[list[int]] | torch.Tensor, window: int):
+    mask = torch.as_tensor(attention_mask)
+    return Case(description, (mask, window), _local_attention_mask(mask, window))
+
+
+def _local_cases() -> list[Case]:
+    """Right and left padding, windows of 0 and beyond the length, a fully padded row, bools."""
+    return [
+        _local_case("batch 2, length 6, window 1, right padding", [[1] * 6, [1] * 4 + [0] * 2], 1),
+        _local_case(
+            "batch 3, length 8, window 2, right padding (8, 5 and 1 real tokens)",
+            [[1] * 8, [1] * 5 + [0] * 3, [1] + [0] * 7],
+            2,
+        ),
+        _local_case(
+            "batch 2, length 7, window 2, the first sentence padded on the LEFT",
+            [[0, 0, 0, 1, 1, 1, 1], [1] * 7],
+            2,
+        ),
+        _local_case(
+            "batch 2, length 5, window 0 (each token sees itself)", [[1] * 5, [1] * 3 + [0] * 2], 0
+        ),
+        _local_case(
+            "batch 2, length 5, window 9 (wider than the sentence: the padding mask)",
+            [[1] * 5, [1] * 2 + [0] * 3],
+            9,
+        ),
+        _local_case(
+            "batch 2, length 4, window 1, the second sequence entirely padding",
+            [[1, 1, 1, 0], [0, 0, 0, 0]],
+            1,
+        ),
+        _local_case("batch 1, length 1 (a single token), window 3", [[1]], 3),
+        _local_case(
+            "a bool attention_mask (True = real token), batch 2, length 6, window 2",
+            torch.tensor([[True] * 6, [True] * 3 + [False] * 3]),
+            2,
+        ),
+    ]
+
+
+def _local_shape_hint(expected: torch.Size, got: torch.Size) -> str:
+    batch, _, length, _ = expected
+    if tuple(got) == (batch, length, length):
+        return "add the head axis: (B, 1, T, T), so that the mask broadcasts over the heads."
+    return (
+        f"the mask has shape (B, 1, T, T) = {_fmt_shape(expected)}: a (T, T) band for every "
+        "sentence, with an axis of size 1 for the heads."
+    )
+
+
+def _compare_local_mask(expected: torch.Tensor, got: Any) -> Problem | None:
+    if not isinstance(got, torch.Tensor):
+        return Problem(
+            [
+                f"expected a bool tensor of shape {_fmt_shape(expected.shape)}, got {type(got).__name__}"
+            ],
+            "return the mask tensor itself.",
+        )
+    if got.shape != expected.shape:
+        return Problem(
+            [
+                f"mask has the wrong shape: expected {_fmt_shape(expected.shape)}, got {_fmt_shape(got.shape)}"
+            ],
+            _local_shape_hint(expected.shape, got.shape),
+        )
+    if got.dtype != torch.bool:
+        return Problem(
+            [f"mask has dtype {got.dtype}, expected torch.bool"],
+            "return a bool mask (True = may attend): convert the tokenizer's 1/0 with .bool(), "
+            "and combine conditions with &, not + or *.",
+        )
+    if torch.equal(got.cpu(), expected):
+        return None
+    wrong = (got.cpu() != expected).nonzero()[0].tolist()
+    b, _, i, j = wrong
+    should = "may" if bool(expected[b, 0, i, j]) else "may not"
+    return Problem(
+        [
+            f"mask{_fmt_index(wrong)} is {bool(got[b, 0, i, j])}, but in sentence {b} query {i} "
+            f"{should} attend to key {j} ({int((got.cpu() != expected).sum())} entries differ)"
+        ]
+    )
+
+
+_LOCAL_MISTAKES = [
+    _variant(_MASK_INVERTED, _local_attention_mask, invert=True),
+    _variant(
+        "the window includes the keys exactly `window` positions away: |i - j| <= window.",
+        _local_attention_mask,
+        distance="strict",
+    ),
+    _variant(
+        "the window looks both ways: keys up to `window` positions before *and* after the query.",
+        _local_attention_mask,
+        distance="past",
+    ),
+    _variant(
+        "padded keys receive attention: combine the window with the padding mask (&).",
+        _local_attention_mask,
+        padding="ignored",
+    ),
+    _variant(
+        "the padding mask blocks keys, the last axis: [:, None, None, :], not queries "
+        "([:, None, :, None]).",
+        _local_attention_mask,
+        padding="queries",
+    ),
+    _variant(
+        "block padded keys only: a padded query's row keeps its real keys (see exercise 6 for why "
+        "rows are left alone).",
+        _local_attention_mask,
+        padding="both",
+    ),
+    _variant(
+        "padding may sit on the left: use the mask itself, not a length from its sum.",
+        _local_attention_mask,
+        padding="prefix",
+    ),
+]
+
+
+def check_local_attention_mask(fn: Callable) -> bool:
+    """Grade `fn(attention_mask, window)` -> (B, 1, T, T) bool local-attention mask.
+
+    attention_mask: (B, T), 1 (or True) at real tokens and 0 at padding, on
+    either side. The result is True where query i may attend to key j:
+    |i - j| <= window and key j is a real token; padded queries keep their
+    real keys, as with the padding mask of the chapter.
+    """
+    return _run_cases(
+        "check_local_attention_mask",
+        fn,
+        _local_cases(),
+        _compare_local_mask,
+        _LOCAL_MISTAKES,
+        "print your mask for one sentence, mask[b, 0].int(), and compare it with the band "
+        "|i - j| <= window restricted to the real keys.",
     )
 
 

@@ -1,9 +1,11 @@
-"""Chapter 3, multi-head attention: splitting and merging heads, the whole layer."""
+"""Chapter 3, multi-head attention: splitting and merging heads, a fused Q/K/V projection, the
+whole layer."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,9 @@ from ._grading import (
     _WRONG_AXIS,
     Case,
     Mistake,
+    Problem,
     _compare_output_and_probs,
+    _compare_tensor,
     _fmt_shape,
     _random,
     _real_tokens,
@@ -28,6 +32,7 @@ from ._grading import (
 __all__ = [
     "check_split_heads",
     "check_merge_heads",
+    "check_split_qkv",
     "check_multi_head_attention",
 ]
 
@@ -167,6 +172,117 @@ def check_merge_heads(fn: Callable) -> bool:
         cases,
         _tensor_comparison("output", shape_hint),
         mistakes,
+    )
+
+
+def _split_qkv(
+    qkv: torch.Tensor,
+    num_heads: int,
+    *,
+    layout: str = "projection_first",
+    order: tuple[int, int, int] = (0, 1, 2),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fused (B, T, 3H) projection split into query, key, value, or a classic mistake."""
+    batch, length, width = qkv.shape
+    head_size = width // (3 * num_heads)
+    if layout == "projection_first":  # columns: [q head 0 .. q head nh-1 | k ... | v ...]
+        parts = qkv.reshape(batch, length, 3, num_heads, head_size).permute(2, 0, 3, 1, 4)
+    elif layout == "head_first":  # [head 0: q k v | head 1: q k v | ...]
+        parts = qkv.reshape(batch, length, num_heads, 3, head_size).permute(3, 0, 2, 1, 4)
+    elif layout == "interleaved":  # heads interleaved inside each projection
+        parts = qkv.reshape(batch, length, 3, head_size, num_heads).permute(2, 0, 4, 1, 3)
+    else:  # "straight": reshaped to the target shape without moving any axis
+        parts = qkv.reshape(3, batch, num_heads, length, head_size)
+    query, key, value = parts.unbind(0)
+    split = (query, key, value)
+    return split[order[0]], split[order[1]], split[order[2]]
+
+
+def _qkv_shape_hint(expected: torch.Size, got: torch.Size) -> str:
+    batch, heads, length, head_size = expected
+    if tuple(got) == (batch, length, heads, head_size):
+        return "(B, T, nh, hs) still needs the head axis moved before the tokens: (B, nh, T, hs)."
+    return f"each of query, key and value has shape (B, nh, T, hs) = {_fmt_shape(expected)}."
+
+
+def _compare_qkv(expected: tuple, got: Any) -> Problem | None:
+    if not isinstance(got, (tuple, list)) or len(got) != 3:
+        what = f"{len(got)} values" if isinstance(got, (tuple, list)) else type(got).__name__
+        return Problem(
+            [f"expected three tensors (query, key, value), got {what}"],
+            "return the three tensors, e.g. as a tuple: return query, key, value.",
+        )
+    for name, wanted, answer in zip(("query", "key", "value"), expected, got, strict=True):
+        problem = _compare_tensor(wanted, answer, name, _qkv_shape_hint)
+        if problem is not None:
+            return problem
+    return None
+
+
+def check_split_qkv(fn: Callable) -> bool:
+    """Grade `fn(qkv, num_heads)`: (B, T, 3H) -> (query, key, value), each (B, nh, T, hs).
+
+    `qkv` is the output of one Linear(H, 3H) whose weight stacks the query,
+    key and value weights, as torch's `in_proj_weight`: columns [0, H) are
+    the queries, [H, 2H) the keys, [2H, 3H) the values; inside each, head i
+    owns columns i*hs .. (i+1)*hs - 1.
+    """
+    g = torch.Generator().manual_seed(9)
+    cases = []
+    for description, (batch, length, hidden, heads), dtype in [
+        ("batch 3, length 5, hidden 12, 4 heads", (3, 5, 12, 4), torch.float32),
+        ("batch 2, length 7, hidden 24, 6 heads", (2, 7, 24, 6), torch.float32),
+        ("batch 1, length 4, hidden 15, 3 heads (an odd head count)", (1, 4, 15, 3), torch.float32),
+        ("batch 2, length 3, hidden 8, 1 head", (2, 3, 8, 1), torch.float32),
+        ("batch 2, length 1 (a single token), hidden 12, 3 heads", (2, 1, 12, 3), torch.float32),
+        ("float64, batch 2, length 6, hidden 20, 5 heads", (2, 6, 20, 5), torch.float64),
+    ]:
+        qkv = _random(g, batch, length, 3 * hidden, dtype=dtype)
+        cases.append(
+            Case(
+                f"{description}, qkv {(batch, length, 3 * hidden)}",
+                (qkv, heads),
+                _split_qkv(qkv, heads),
+            )
+        )
+    mistakes = [
+        _variant(
+            "the fused output holds all the queries, then all the keys, then all the values: "
+            "reshape to (B, T, 3, nh, hs), not (B, T, nh, 3, hs).",
+            _split_qkv,
+            layout="head_first",
+        ),
+        _variant(
+            "head i owns a contiguous chunk of hs columns inside each projection: "
+            "(B, T, 3, nh, hs), not (B, T, 3, hs, nh).",
+            _split_qkv,
+            layout="interleaved",
+        ),
+        _variant(
+            "reshaping straight to (3, B, nh, T, hs) mixes tokens, heads and projections: "
+            "reshape the last axis to (3, nh, hs) first, then permute.",
+            _split_qkv,
+            layout="straight",
+        ),
+        _variant(
+            "return (query, key, value) in that order: the first H columns are the queries.",
+            _split_qkv,
+            order=(1, 0, 2),
+        ),
+        _variant(
+            "return (query, key, value) in that order: the last H columns are the values.",
+            _split_qkv,
+            order=(2, 1, 0),
+        ),
+    ]
+    return _run_cases(
+        "check_split_qkv",
+        fn,
+        cases,
+        _compare_qkv,
+        mistakes,
+        "print the shapes of your three tensors, and check which columns of qkv land in head 0 "
+        "of the query.",
     )
 
 

@@ -1,4 +1,4 @@
-"""Chapter 4, the encoder: the parameter count, LayerNorm, GELU."""
+"""Chapter 4, the encoder: the parameter count, LayerNorm in any precision, GELU and its slope."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from ..config import BertConfig
-from ..model import BertModel
+from ..model import BertForPreTraining
 from ._grading import (
     Case,
     Mistake,
     Problem,
+    _compare_tensor,
+    _first_index,
+    _fmt_index,
+    _fmt_shape,
     _random,
     _run_cases,
     _tensor_comparison,
@@ -28,20 +32,27 @@ __all__ = [
     "check_parameter_count",
     "check_layer_norm",
     "check_gelu",
+    "check_gelu_derivative",
 ]
 
 
 def _layer_norm_case(g: torch.Generator, description: str, x: torch.Tensor, eps: float) -> Case:
-    """A case with a random weight and bias around 1 and 0, and torch's LayerNorm as the answer."""
+    """A case with a random weight and bias around 1 and 0, and torch's LayerNorm as the answer.
+
+    The answer is computed in float32 at least: for a float16 input it is rounded
+    back to float16 at the end, as mixed-precision training does.
+    """
     hidden = x.shape[-1]
-    weight = 1 + 0.5 * _random(g, hidden, dtype=x.dtype)
-    bias = 0.5 * _random(g, hidden, dtype=x.dtype)
-    expected = F.layer_norm(x, (hidden,), weight, bias, eps)
-    return Case(description, (x, weight, bias, eps), expected)
+    drawn = torch.promote_types(x.dtype, torch.float32)  # float16 values drawn in float32
+    weight = (1 + 0.5 * _random(g, hidden, dtype=drawn)).to(x.dtype)
+    bias = (0.5 * _random(g, hidden, dtype=drawn)).to(x.dtype)
+    compute = torch.promote_types(x.dtype, torch.float32)
+    wide = F.layer_norm(x.to(compute), (hidden,), weight.to(compute), bias.to(compute), eps)
+    return Case(description, (x, weight, bias, eps), wide.to(x.dtype))
 
 
 def _layer_norm_cases() -> list[Case]:
-    """Large means, a constant vector, a large eps, 1-D and float64 inputs."""
+    """Large means, a constant vector, a large eps, 1-D, float64 and float16 inputs."""
     g = torch.Generator().manual_seed(9)
     return [
         _layer_norm_case(
@@ -76,6 +87,18 @@ def _layer_norm_cases() -> list[Case]:
             1e-12,
         ),
         _layer_norm_case(g, "batch 3, length 4, hidden 5", _random(g, 3, 4, 5), 1e-12),
+        _layer_norm_case(
+            g,
+            "float16, batch 2, hidden 64, std 300 (squares above float16's 65,504), eps 1e-12",
+            (300 * _random(g, 2, 64)).half(),
+            1e-12,
+        ),
+        _layer_norm_case(
+            g,
+            "float16, batch 2, hidden 8, with a constant vector, eps 1e-12 (0 in float16)",
+            torch.cat([_random(g, 1, 8), torch.full((1, 8), 2.0)]).half(),
+            1e-12,
+        ),
     ]
 
 
@@ -92,21 +115,31 @@ def _layer_norm(
     center: bool = True,
     one_pass: bool = False,
     affine: bool = True,
+    compute_dtype: torch.dtype | None = None,
+    cast_back: bool = True,
 ) -> torch.Tensor:
-    """LayerNorm written out, or one of its classic mistakes."""
+    """LayerNorm written out, or one of its classic mistakes.
+
+    compute_dtype: the dtype of the arithmetic; None = the wider of x's dtype and float32.
+    """
+    input_dtype = x.dtype
+    compute = compute_dtype or torch.promote_types(x.dtype, torch.float32)
+    x, weight, bias = x.to(compute), weight.to(compute), bias.to(compute)
     mean = x.mean(dim=dim, keepdim=True)
     if one_pass:
         variance = (x * x).mean(dim=dim, keepdim=True) - mean**2
     else:
-        variance = x.var(dim=dim, keepdim=True, unbiased=unbiased)
+        variance = ((x - mean) ** 2).sum(dim=dim, keepdim=True) / (x.shape[dim] - unbiased)
     centered = x - mean if center else x
     if eps_inside:
         normalised = centered / torch.sqrt(variance + eps)
     else:
         normalised = centered / (torch.sqrt(variance) + eps)
     if not affine:
-        return normalised
-    return normalised * bias + weight if swap else normalised * weight + bias
+        output = normalised
+    else:
+        output = normalised * bias + weight if swap else normalised * weight + bias
+    return output.to(input_dtype) if cast_back else output
 
 
 _LAYER_NORM_MISTAKES = [
@@ -136,25 +169,80 @@ _LAYER_NORM_MISTAKES = [
     ),
     _variant("apply the weight and the bias after normalising.", _layer_norm, affine=False),
     _variant(
-        "normalise over the last dimension (dim=-1), the features of one token, with keepdim=True.",
+        "in float16, eps = 1e-12 rounds to 0 and a square above 65,504 becomes inf: "
+        "compute in float32 (x.float(), and the weight and bias too), then round the "
+        "result back to float16.",
         _layer_norm,
-        dim=0,
+        compute_dtype=torch.float16,
+    ),
+    _variant(
+        "the statistics are right, but return the result in the input's dtype: output.to(x.dtype).",
+        _layer_norm,
+        cast_back=False,
     ),
 ]
 
 
+_HALF_TOLERANCE = (2e-3, 4e-3)  # (atol, rtol): a few float16 rounding steps
+
+
+def _compare_layer_norm(expected: torch.Tensor, got: Any) -> Problem | None:
+    """As `_tensor_comparison`, with a tolerance of a few rounding steps for float16 answers."""
+    if expected.dtype != torch.float16:
+        problem = _tensor_comparison("output", nan_hint=_LAYER_NORM_NAN)(expected, got)
+        if problem is not None and problem.hint is None and expected.dtype == torch.float64:
+            error = (got.detach().cpu().double() - expected).abs().max().item()
+            if error < 1e-3:  # float32-sized: the arithmetic left float64
+                problem.hint = _STAY_FLOAT64
+        return problem
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        return _compare_tensor(expected, got)
+    if got.dtype != expected.dtype:
+        return Problem([f"output has dtype {got.dtype}, expected {expected.dtype}"])
+    got_float, expected_float = got.detach().float().cpu(), expected.float()
+    atol, rtol = _HALF_TOLERANCE
+    if bool(torch.isclose(got_float, expected_float, rtol, atol, equal_nan=True).all()):
+        return None
+    if bool((~torch.isfinite(got_float)).any()):
+        index = _first_index(~torch.isfinite(got_float))
+        return Problem(
+            [f"output contains NaN or inf at {_fmt_index(index)}, shape {_fmt_shape(got.shape)}"],
+            "NaN or inf in float16: 1e-12 is 0 there, and squares above 65,504 overflow; "
+            "compute in float32 and round the result back to float16.",
+            nonfinite=True,
+        )
+    error = (got_float - expected_float).abs()
+    index = _first_index(error == error.max())
+    return Problem(
+        [
+            f"output values differ: max abs error {error.max().item():.3g} at "
+            f"{_fmt_index(index)}: expected {expected_float[tuple(index)].item():.6g}, "
+            f"got {got_float[tuple(index)].item():.6g}"
+        ]
+    )
+
+
+_STAY_FLOAT64 = (
+    "errors of float32's size on a float64 input: float32 is the least precision to compute "
+    "in, not the only one; a float64 input stays float64 "
+    "(torch.promote_types(x.dtype, torch.float32))."
+)
+_LAYER_NORM_NAN = "NaN for a constant vector: its variance is 0; add eps inside the square root."
+
+
 def check_layer_norm(fn: Callable) -> bool:
-    """Grade `fn(x, weight, bias, eps)`: LayerNorm over the last dimension, as `torch.nn.LayerNorm`.
+    """Grade `fn(x, weight, bias, eps)`: LayerNorm over the last dimension, in any precision.
 
     Biased variance (divide by H), eps inside the square root, weight and
-    bias per feature.
+    bias per feature, as `torch.nn.LayerNorm`. The arithmetic is done in the
+    wider of x's dtype and float32, and the result has x's dtype: a float16
+    input is normalised in float32 and rounded back to float16.
     """
-    nan_hint = "NaN for a constant vector: its variance is 0; add eps inside the square root."
     return _run_cases(
         "check_layer_norm",
         fn,
         _layer_norm_cases(),
-        _tensor_comparison("output", nan_hint=nan_hint),
+        _compare_layer_norm,
         _LAYER_NORM_MISTAKES,
     )
 
@@ -209,8 +297,80 @@ def check_gelu(fn: Callable) -> bool:
     )
 
 
+def _normal_pdf(x: torch.Tensor) -> torch.Tensor:
+    """φ(x) = exp(-x²/2) / √(2π), the standard normal density."""
+    return torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    """Φ(x) = (1 + erf(x/√2)) / 2."""
+    return 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def _autograd_slope(activation: Callable, x: torch.Tensor) -> torch.Tensor:
+    """d activation(x) / dx, element by element, by autograd."""
+    with torch.enable_grad():
+        leaf = x.detach().clone().requires_grad_(True)
+        (slope,) = torch.autograd.grad(activation(leaf).sum(), leaf)
+    return slope
+
+
+def check_gelu_derivative(fn: Callable) -> bool:
+    """Grade `fn(x)` -> GELU'(x) = Φ(x) + x·φ(x), the slope of the exact GELU, element by element.
+
+    The reference is autograd's gradient of `F.gelu`; the answer has x's shape and dtype.
+    """
+    g = torch.Generator().manual_seed(12)
+    cases = []
+    for description, x in [
+        ("201 points from -6 to 6 (float32)", torch.linspace(-6, 6, 201)),
+        ("random (2, 3, 4) tensor with std 3", 3 * _random(g, 2, 3, 4)),
+        ("a 0-d tensor, -0.75", torch.tensor(-0.75)),
+        ("large inputs, ±20 and ±50", torch.tensor([-50.0, -20.0, 20.0, 50.0])),
+        ("float64, 2001 points from -8 to 8", torch.linspace(-8, 8, 2001, dtype=torch.float64)),
+    ]:
+        cases.append(Case(description, (x,), _autograd_slope(F.gelu, x)))
+
+    mistakes = [
+        Mistake(
+            "that is Φ(x) alone: GELU(x) = x·Φ(x) is a product, so its derivative has two "
+            "terms, Φ(x) + x·φ(x) (the product rule).",
+            _normal_cdf,
+        ),
+        Mistake(
+            "that is x·φ(x) alone: the product rule also gives the term Φ(x).",
+            lambda x: x * _normal_pdf(x),
+        ),
+        Mistake(
+            "that is the slope of the tanh approximation ('gelu_new'); differentiate the "
+            "exact x·Φ(x).",
+            lambda x: _autograd_slope(lambda t: F.gelu(t, approximate="tanh"), x),
+        ),
+        Mistake(
+            "φ(x), the normal density, is exp(-x²/2) / √(2π): the 1/√(2π) is missing.",
+            lambda x: _normal_cdf(x) + x * torch.exp(-0.5 * x * x),
+        ),
+        Mistake(
+            "φ(x) = exp(-x²/2) / √(2π): the exponent is -x²/2, not -x².",
+            lambda x: _normal_cdf(x) + x * torch.exp(-x * x) / math.sqrt(2 * math.pi),
+        ),
+        Mistake(
+            "that is ReLU's slope, a step from 0 to 1; GELU's slope is smooth, Φ(x) + x·φ(x).",
+            lambda x: (x > 0).to(x.dtype),
+        ),
+    ]
+    return _run_cases(
+        "check_gelu_derivative",
+        fn,
+        cases,
+        _tensor_comparison("slope"),
+        mistakes,
+        "d/dx [x·Φ(x)] = Φ(x) + x·φ(x), with φ(x) = exp(-x²/2) / √(2π).",
+    )
+
+
 def _parameter_parts(config: BertConfig) -> dict[str, int]:
-    """Parameters of BertModel(config), part by part (with the pooler)."""
+    """Parameters of BertForPreTraining(config), part by part."""
     hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     return {
         "word": config.vocab_size * hidden,
@@ -222,7 +382,14 @@ def _parameter_parts(config: BertConfig) -> dict[str, int]:
         "ffn_weights": layers * 2 * hidden * inter,
         "ffn_biases": layers * (inter + hidden),
         "layer_norms": layers * 2 * 2 * hidden,
-        "pooler": hidden * hidden + hidden,
+        "pooler_weight": hidden * hidden,
+        "pooler_bias": hidden,
+        "transform_weight": hidden * hidden,
+        "transform_bias": hidden,
+        "transform_norm": 2 * hidden,
+        "decoder_bias": config.vocab_size,
+        "nsp_weight": 2 * hidden,
+        "nsp_bias": 2,
     }
 
 
@@ -234,7 +401,7 @@ def _model_parameter_count(config: BertConfig) -> int:
 def _count_model_parameters(config_json: str) -> int:
     """Built once per config (keyed by its JSON): BERT-base takes a moment even on meta."""
     with torch.device("meta"):  # shapes only, no memory
-        return BertModel(BertConfig(**json.loads(config_json))).num_parameters()
+        return BertForPreTraining(BertConfig(**json.loads(config_json))).num_parameters()
 
 
 def _parameter_count_cases() -> list[Case]:
@@ -306,18 +473,56 @@ def _count_one_norm_per_layer(config: BertConfig) -> int:
 
 
 def _count_norms_without_bias(config: BertConfig) -> int:
-    """The count with LayerNorms that have a weight but no bias."""
-    return _count_without()(config) - config.hidden_size * (1 + 2 * config.num_hidden_layers)
+    """The count with LayerNorms that have a weight but no bias (2L + 2 of them)."""
+    return _count_without()(config) - config.hidden_size * (2 + 2 * config.num_hidden_layers)
 
+
+_MLM_HEAD = ("transform_weight", "transform_bias", "transform_norm", "decoder_bias")
+_HEADS = (*_MLM_HEAD, "nsp_weight", "nsp_bias")
+_ALL_BIASES = (
+    "attention_biases",
+    "ffn_biases",
+    "pooler_bias",
+    "transform_bias",
+    "decoder_bias",
+    "nsp_bias",
+)
 
 _PARAMETER_COUNT_MISTAKES = [
     Mistake(
-        "the pooler is missing: dense H×H + bias H on the [CLS] vector.", _count_without("pooler")
+        "that is BertModel's count: BertForPreTraining adds the two heads (the MLM head's "
+        "transform and decoder bias, the NSP classifier).",
+        _count_without(*_HEADS),
+    ),
+    Mistake(
+        "the decoder's weight is the word-embedding table itself (tied): count it once.",
+        _count_without(extra=lambda c: c.vocab_size * c.hidden_size),
+    ),
+    Mistake(
+        "the decoder has its own bias, one per vocabulary entry (V), though its weight is tied.",
+        _count_without("decoder_bias"),
+    ),
+    Mistake(
+        "the NSP classifier is missing: a linear layer from H to 2 classes, 2H + 2.",
+        _count_without("nsp_weight", "nsp_bias"),
+    ),
+    Mistake(
+        "an H×H dense layer with its bias (H² + H) is missing: the pooler, which the NSP "
+        "classifier reads, or the MLM head's transform.",
+        _count_without("pooler_weight", "pooler_bias"),
+    ),
+    Mistake(
+        "the pooler and the MLM transform are both missing: each is a dense H×H + bias H.",
+        _count_without("pooler_weight", "pooler_bias", "transform_weight", "transform_bias"),
+    ),
+    Mistake(
+        "the MLM head's transform is missing: dense H×H + bias, GELU, then a LayerNorm (2H).",
+        _count_without("transform_weight", "transform_bias", "transform_norm"),
     ),
     Mistake(
         "the LayerNorms are missing: each has a weight and a bias of size H; one after "
-        "the embeddings and two in every layer.",
-        _count_without("embedding_norm", "layer_norms"),
+        "the embeddings, two in every layer and one in the MLM head's transform.",
+        _count_without("embedding_norm", "layer_norms", "transform_norm"),
     ),
     Mistake(
         "each layer has two LayerNorms (after attention and after the feed-forward).",
@@ -327,15 +532,17 @@ _PARAMETER_COUNT_MISTAKES = [
         "each LayerNorm has a bias as well as a weight: 2H parameters.", _count_norms_without_bias
     ),
     Mistake(
-        "the LayerNorm after the embeddings is missing (2H).", _count_without("embedding_norm")
+        "a LayerNorm (2H) is missing: the one after the embeddings or the one in the MLM "
+        "head's transform.",
+        _count_without("embedding_norm"),
     ),
     Mistake(
         "the LayerNorms inside the layers are missing (4H per layer).",
         _count_without("layer_norms"),
     ),
     Mistake(
-        "the biases of the Linear layers are missing.",
-        _count_without("attention_biases", "ffn_biases", extra=lambda c: -c.hidden_size),
+        "the biases of the Linear layers are missing (the decoder's bias of V included).",
+        _count_without(*_ALL_BIASES),
     ),
     Mistake(
         "read the feed-forward width from config.intermediate_size; it is not always 4H.",
@@ -362,7 +569,12 @@ _PARAMETER_COUNT_MISTAKES = [
 
 
 def check_parameter_count(fn: Callable) -> bool:
-    """Grade `fn(config)` -> the number of parameters of `BertModel(config)` (with the pooler), an int."""
+    """Grade `fn(config)` -> the number of parameters of `BertForPreTraining(config)`, an int.
+
+    BertModel (with the pooler), the MLM head (transform dense + LayerNorm,
+    a decoder tied to the word embeddings with its own bias) and the NSP
+    classifier; a tied weight counts once.
+    """
     return _run_cases(
         "check_parameter_count",
         fn,
@@ -370,5 +582,6 @@ def check_parameter_count(fn: Callable) -> bool:
         _parameter_count_problem,
         _PARAMETER_COUNT_MISTAKES,
         "compare part by part: embeddings (V + P + S)·H + 2H; per layer 4H² + 4H (attention), "
-        "2HI + I + H (feed-forward), 4H (two LayerNorms); pooler H² + H.",
+        "2HI + I + H (feed-forward), 4H (two LayerNorms); pooler H² + H; MLM head H² + H + 2H "
+        "+ V (the decoder weight is tied); NSP 2H + 2.",
     )

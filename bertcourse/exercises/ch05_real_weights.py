@@ -1,4 +1,4 @@
-"""Chapter 5, real weights: mean pooling, the heads that attend to [SEP]."""
+"""Chapter 5, real weights: max pooling over the real tokens, the entropy of each head."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..attention import additive_mask
 from ._grading import (
@@ -22,19 +21,22 @@ from ._grading import (
 )
 
 __all__ = [
-    "check_mean_pooling",
-    "check_strongest_sep_heads",
+    "check_max_pooling",
+    "check_attention_entropy",
 ]
 
 
-def _mean_pooling(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    weights = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)  # (B, T, 1)
-    return (last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, H)
+def _max_pooling(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Per feature, the largest value over the real tokens; 0 for a row without any."""
+    real = attention_mask.bool().unsqueeze(-1)  # (B, T, 1)
+    lowest = torch.finfo(last_hidden_state.dtype).min
+    pooled = last_hidden_state.masked_fill(~real, lowest).max(dim=1).values  # (B, H)
+    return torch.where(real.any(dim=1), pooled, torch.zeros_like(pooled))
 
 
 def _pooling_case(description: str, hidden: torch.Tensor, mask: torch.Tensor) -> Case:
-    """A case whose expected answer is the reference mean pooling."""
-    return Case(description, (hidden, mask), _mean_pooling(hidden, mask))
+    """A case whose expected answer is the reference max pooling."""
+    return Case(description, (hidden, mask), _max_pooling(hidden, mask))
 
 
 def _right_padding(lengths: list[int], length: int) -> torch.Tensor:
@@ -42,8 +44,8 @@ def _right_padding(lengths: list[int], length: int) -> torch.Tensor:
     return _real_tokens(lengths, length).long()
 
 
-def _mean_pooling_cases() -> list[Case]:
-    """Int and bool masks, right and left padding, one token, a fully padded row, float64."""
+def _max_pooling_cases() -> list[Case]:
+    """Int and bool masks, negative values, left padding, one token, a fully padded row, float64."""
     g = torch.Generator().manual_seed(11)
     return [
         _pooling_case(
@@ -57,18 +59,23 @@ def _mean_pooling_cases() -> list[Case]:
             _right_padding([5, 5], 5),
         ),
         _pooling_case(
+            "batch 2, length 5, hidden 6, every value negative, padding",
+            -1 - _random(g, 2, 5, 6).abs(),
+            _right_padding([5, 2], 5),
+        ),
+        _pooling_case(
             "batch 1, length 1 (a single token), hidden 8",
             _random(g, 1, 1, 8),
             _right_padding([1], 1),
         ),
         _pooling_case(
             "batch 2, length 4, hidden 5, bool mask",
-            _random(g, 2, 4, 5),
+            _random(g, 2, 4, 5) - 1,
             _right_padding([3, 1], 4).bool(),
         ),
         _pooling_case(
             "batch 3, length 5, hidden 4, left padding (mask 0 0 1 1 1)",
-            _random(g, 3, 5, 4),
+            _random(g, 3, 5, 4) - 1,
             _right_padding([5, 3, 2], 5).flip(-1),
         ),
         _pooling_case(
@@ -78,7 +85,7 @@ def _mean_pooling_cases() -> list[Case]:
         ),
         _pooling_case(
             "float64, batch 2, length 7, hidden 6, right padding",
-            _random(g, 2, 7, 6, dtype=torch.float64),
+            _random(g, 2, 7, 6, dtype=torch.float64) - 1,
             _right_padding([7, 2], 7),
         ),
     ]
@@ -86,102 +93,137 @@ def _mean_pooling_cases() -> list[Case]:
 
 def _pooled_shape_hint(expected: torch.Size, got: torch.Size) -> str:
     """The hint for a pooled output of the wrong shape."""
-    return "average over the tokens (dim=1), keeping one vector per sequence: (B, H)."
+    return "take the maximum over the tokens (dim=1), keeping one vector per sequence: (B, H)."
 
 
-def _masked_sum(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The sum over the real tokens, not divided by their number."""
-    return (hidden * mask.unsqueeze(-1).to(hidden.dtype)).sum(1)
+def _zero_filled_max(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Padded positions multiplied by 0 instead of being left out."""
+    return (hidden * mask.unsqueeze(-1).to(hidden.dtype)).max(dim=1).values
 
 
-def _pool_first_tokens(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The mean of the first tokens, as many as the row has real ones, wherever they are."""
+def _max_without_empty_rows(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Left out with the dtype's minimum, but a row without tokens keeps it."""
+    return (
+        hidden.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(hidden.dtype).min).max(1).values
+    )
+
+
+def _max_without_empty_rows_inf(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Left out with -inf, but a row without tokens keeps -inf."""
+    return hidden.masked_fill(~mask.bool().unsqueeze(-1), -math.inf).max(dim=1).values
+
+
+def _max_first_tokens(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The maximum over the first tokens, as many as the row has real ones, wherever they are."""
     lengths = mask.long().sum(1)
-    return torch.stack([h[: max(int(n), 1)].mean(0) for h, n in zip(hidden, lengths, strict=True)])
+    rows = [
+        h[: int(n)].max(0).values if int(n) else torch.zeros_like(h[0])
+        for h, n in zip(hidden, lengths, strict=True)
+    ]
+    return torch.stack(rows)
 
 
-_MEAN_POOLING_MISTAKES = [
+def _mean_over_real(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+_MAX_POOLING_MISTAKES = [
     Mistake(
-        "padding tokens are included in the average: multiply by the mask, then "
-        "divide by the number of real tokens.",
-        lambda h, m: h.mean(dim=1),
+        "padded positions take part in the maximum: leave them out, e.g. fill them with "
+        "torch.finfo(dtype).min (masked_fill) before taking the max.",
+        lambda h, m: h.max(dim=1).values,
     ),
     Mistake(
-        "divide by the number of real tokens, attention_mask.sum(1), not by the length T.",
-        lambda h, m: _masked_sum(h, m) / h.shape[1],
+        "multiplying by the mask puts 0 at the padded positions, and 0 beats every negative "
+        "value: fill them with the dtype's minimum (or -inf) instead.",
+        _zero_filled_max,
     ),
-    Mistake("divide the masked sum by the number of real tokens.", _masked_sum),
     Mistake(
-        "your vectors have unit length: return the plain mean here; L2-normalising is a "
-        "separate step (F.normalize).",
-        lambda h, m: F.normalize(_mean_pooling(h, m), dim=-1),
+        "a row without any real token must give zeros: after the max, replace its row "
+        "(torch.where(mask.any(1, keepdim=True), pooled, 0)).",
+        _max_without_empty_rows,
+    ),
+    Mistake(
+        "a row without any real token must give zeros, not -inf: replace its row after the "
+        "max (torch.where(mask.any(1, keepdim=True), pooled, 0)).",
+        _max_without_empty_rows_inf,
     ),
     Mistake(
         "the real tokens are where the mask is 1, wherever they are: with left padding "
         "they are not the first ones.",
-        _pool_first_tokens,
+        _max_first_tokens,
     ),
     Mistake(
-        "that is the first token's vector ([CLS] pooling), not the mean of the real tokens.",
+        "that is mean pooling: take the largest value per feature (max), not the average.",
+        _mean_over_real,
+    ),
+    Mistake(
+        "that is the first token's vector ([CLS] pooling), not the maximum over the real tokens.",
         lambda h, m: h[:, 0],
     ),
 ]
 
 
-def check_mean_pooling(fn: Callable) -> bool:
-    """Grade `fn(last_hidden_state, attention_mask)` -> (B, H), the mean over the real tokens only.
+def check_max_pooling(fn: Callable) -> bool:
+    """Grade `fn(last_hidden_state, attention_mask)` -> (B, H), the maximum over the real tokens.
 
-    attention_mask is (B, T) with 1 (or True) at real tokens. Not normalised:
-    L2-normalising is a separate step. A row without any real token gives
-    zeros, not NaN.
+    attention_mask is (B, T) with 1 (or True) at real tokens, anywhere in
+    the row. Padded positions take no part (values can be negative), and a
+    row without any real token gives zeros.
     """
     nan_hint = (
-        "NaN for a row without real tokens: 0 / 0. Clamp the token count to at least 1 "
-        "(count.clamp(min=1)), which gives a zero vector."
+        "inf or NaN: a row without real tokens has nothing to take the maximum of; give it "
+        "zeros (torch.where on mask.any(dim=1))."
     )
-    return _run_cases(
-        "check_mean_pooling",
-        fn,
-        _mean_pooling_cases(),
-        _tensor_comparison("pooled output", _pooled_shape_hint, nan_hint),
-        _MEAN_POOLING_MISTAKES,
-    )
+    compare_tensors = _tensor_comparison("pooled output", _pooled_shape_hint, nan_hint)
+
+    def compare(expected: torch.Tensor, got: Any) -> Problem | None:
+        if isinstance(got, tuple) and hasattr(got, "values") and hasattr(got, "indices"):
+            return Problem(
+                ["expected the pooled output as a tensor, got the (values, indices) of a max"],
+                "torch.max(x, dim=1) returns (values, indices): take its .values.",
+            )
+        return compare_tensors(expected, got)
+
+    return _run_cases("check_max_pooling", fn, _max_pooling_cases(), compare, _MAX_POOLING_MISTAKES)
 
 
-def _sep_heads(
+def _entropy(
     attentions,
     attention_mask,
     *,
-    sep="last_real",
     real_queries_only=True,
     pooled=True,
-    pick="argmax",
+    sign=-1.0,
+    base=None,
+    key_mean=False,
+    average_first=False,
 ):
-    """Reference strongest [SEP] heads, or a classic mistake."""
-    lengths = attention_mask.long().sum(1)  # (B,)
-    rows = torch.arange(attention_mask.shape[0])
-    length = attention_mask.shape[1]
-    sep_position = {
-        "last_real": lengths - 1,
-        "last": torch.full_like(lengths, length - 1),
-        "first": torch.zeros_like(lengths),
-    }[sep]
-    result = []
+    """Reference (layers, nh) mean entropy of each head's attention, or a classic mistake."""
+    queries = attention_mask.bool()  # (B, T)
+    if not real_queries_only:
+        queries = torch.ones_like(queries)
+    per_layer = []
     for layer_probs in attentions:  # (B, nh, T, T)
-        to_sep = layer_probs[rows, :, :, sep_position]  # (B, nh, T)
-        queries = attention_mask[:, None, :].to(to_sep.dtype)  # (B, 1, T)
-        if not real_queries_only:
-            queries = torch.ones_like(queries)
+        weights = queries[:, None, :].to(layer_probs.dtype)  # (B, 1, T)
+        if average_first:  # the entropy of the averaged distribution
+            mean_probs = (layer_probs * weights[..., None]).sum(dim=(0, 2)) / weights.sum()
+            per_layer.append(sign * torch.xlogy(mean_probs, mean_probs).sum(-1))
+            continue
+        terms = torch.xlogy(layer_probs, layer_probs)  # (B, nh, T, T), 0 where p = 0
+        per_query = sign * (terms.mean(-1) if key_mean else terms.sum(-1))  # (B, nh, T)
+        if base is not None:
+            per_query = per_query / math.log(base)
         if pooled:
-            per_head = (to_sep * queries).sum(dim=(0, 2)) / queries.sum()  # (nh,)
+            per_head = (per_query * weights).sum(dim=(0, 2)) / weights.sum()  # (nh,)
         else:
-            per_head = ((to_sep * queries).sum(2) / queries.sum(2)).mean(0)  # mean of means
-        index = per_head.argmax() if pick == "argmax" else per_head.argmin()
-        result.append((int(index), float(per_head[index])))
-    return result
+            per_head = ((per_query * weights).sum(2) / weights.sum(2)).mean(0)
+        per_layer.append(per_head)
+    return torch.stack(per_layer)  # (layers, nh)
 
 
-def _sep_heads_case(
+def _entropy_case(
     g: torch.Generator,
     description: str,
     layers: int,
@@ -189,107 +231,111 @@ def _sep_heads_case(
     lengths: list[int],
     length: int,
     dtype: torch.dtype = torch.float32,
+    one_hot_head: bool = False,
 ) -> Case:
-    """Random attention probabilities per layer, padded keys masked, and the reference heads."""
+    """Random attention probabilities per layer, padded keys masked (p = 0 exactly)."""
     mask = _real_tokens(lengths, length).long()
     attentions = []
     for _ in range(layers):
         scores = 2 * _random(g, len(lengths), heads, length, length, dtype=dtype)
         scores = scores + additive_mask(mask.bool()[:, None, None, :], dtype)
-        attentions.append(scores.softmax(-1))
+        probs = scores.softmax(-1)
+        if one_hot_head:  # head 0 puts everything on [CLS]: entropy 0
+            probs[:, 0] = 0
+            probs[:, 0, :, 0] = 1
+        attentions.append(probs)
     attentions = tuple(attentions)
-    return Case(description, (attentions, mask), _sep_heads(attentions, mask))
+    return Case(description, (attentions, mask), _entropy(attentions, mask))
 
 
-def _sep_heads_cases() -> list[Case]:
-    """One to three layers, padded and unpadded batches, float64."""
+def _entropy_cases() -> list[Case]:
+    """One to three layers, padded and unpadded batches, a one-hot head, float64."""
     g = torch.Generator().manual_seed(12)
     return [
-        _sep_heads_case(g, "2 layers, batch 2, 4 heads, lengths 7 and 4 (padded)", 2, 4, [7, 4], 7),
-        _sep_heads_case(g, "1 layer, batch 1, 3 heads, length 5, no padding", 1, 3, [5], 5),
-        _sep_heads_case(g, "3 layers, batch 3, 2 heads, lengths 6, 2 and 4", 3, 2, [6, 2, 4], 6),
-        _sep_heads_case(g, "2 layers, batch 2, 5 heads, lengths 9 and 3", 2, 5, [9, 3], 9),
-        _sep_heads_case(
+        _entropy_case(g, "2 layers, batch 2, 4 heads, lengths 7 and 4 (padded)", 2, 4, [7, 4], 7),
+        _entropy_case(g, "1 layer, batch 1, 3 heads, length 5, no padding", 1, 3, [5], 5),
+        _entropy_case(
             g,
-            "float64, 2 layers, batch 2, 3 heads, lengths 5 and 5",
+            "1 layer, batch 2, 2 heads, lengths 6 and 3; head 0 attends only to [CLS]",
+            1,
+            2,
+            [6, 3],
+            6,
+            one_hot_head=True,
+        ),
+        _entropy_case(g, "3 layers, batch 3, 2 heads, lengths 6, 2 and 4", 3, 2, [6, 2, 4], 6),
+        _entropy_case(
+            g,
+            "float64, 2 layers, batch 2, 3 heads, lengths 9 and 3",
             2,
             3,
-            [5, 5],
-            5,
+            [9, 3],
+            9,
             torch.float64,
         ),
     ]
 
 
-def _sep_heads_problem(expected: list, got: Any) -> Problem | None:
-    """Not a list of (head, score) pairs, one per layer, or the first layer that differs."""
-    try:
-        pairs = [(int(head), float(score)) for head, score in got]
-    except (TypeError, ValueError):
-        return Problem(
-            [f"expected a list of (head, score) pairs, got {type(got).__name__}"],
-            "return one (head, score) tuple per layer, e.g. [(3, 0.21), (0, 0.4)].",
-        )
-    if len(pairs) != len(expected):
-        return Problem(
-            [f"expected {len(expected)} (head, score) pairs, one per layer, got {len(pairs)}"],
-            "loop over the layers: one pair per layer.",
-        )
-    for layer, ((head, score), (got_head, got_score)) in enumerate(
-        zip(expected, pairs, strict=True)
-    ):
-        if head != got_head or not math.isclose(score, got_score, rel_tol=1e-5, abs_tol=1e-6):
-            return Problem(
-                [
-                    f"layer {layer}: expected head {head} with score {score:.5f}, "
-                    f"got head {got_head} with score {got_score:.5f}"
-                ]
-            )
-    return None
+def _entropy_shape_hint(expected: torch.Size, got: torch.Size) -> str:
+    return (
+        "one number per head of every layer: (layers, nh). Stack the layers, and average over "
+        "the batch and the queries, not over the heads."
+    )
 
 
-_SEP_HEADS_MISTAKES = [
-    _variant(
-        "[SEP] is the last *real* token, at position length - 1 of each row; in a padded "
-        "row that is not the last column T - 1.",
-        _sep_heads,
-        sep="last",
-    ),
+_ENTROPY_MISTAKES = [
     _variant(
         "average over the real queries only: padded query rows must not count.",
-        _sep_heads,
+        _entropy,
         real_queries_only=False,
     ),
     _variant(
         "weight every real query equally: sum over the real queries of all sentences, "
         "then divide by their number (a mean of per-sentence means favours short "
         "sentences).",
-        _sep_heads,
+        _entropy,
         pooled=False,
     ),
     _variant(
-        "the strongest head is the one with the *largest* average (argmax).",
-        _sep_heads,
-        pick="argmin",
+        "entropy is -Σ p log p, a positive number: the minus sign is missing.", _entropy, sign=1.0
     ),
     _variant(
-        "position 0 is [CLS]; [SEP] is the last real token (length - 1).", _sep_heads, sep="first"
+        "use the natural logarithm (torch.log): the entropy here is in nats, not bits.",
+        _entropy,
+        base=2,
+    ),
+    _variant(
+        "sum p log p over the keys (dim=-1); only the queries are averaged.",
+        _entropy,
+        key_mean=True,
+    ),
+    _variant(
+        "take the entropy of each query's distribution first, then average: the entropy of "
+        "the averaged distribution is a different (larger) number.",
+        _entropy,
+        average_first=True,
     ),
 ]
 
 
-def check_strongest_sep_heads(fn: Callable) -> bool:
-    """Grade `fn(attentions, attention_mask)` -> [(head, score)] per layer.
+def check_attention_entropy(fn: Callable) -> bool:
+    """Grade `fn(attentions, attention_mask)` -> (layers, nh): each head's mean attention entropy.
 
     attentions: a tuple with one (B, nh, T, T) tensor of probabilities per
-    layer; attention_mask: (B, T) of 1/0. [SEP] is the last real token of
-    each row; score = attention on it averaged over every real query of every
-    sentence; head = the head with the largest score.
+    layer; attention_mask: (B, T) of 1/0. For every real query i, the
+    entropy -Σ_j a_ij log a_ij in nats (a key with a_ij = 0 contributes 0),
+    averaged over every real query of every sentence.
     """
+    nan_hint = (
+        "NaN: a padded key has probability 0, and 0 · log 0 is 0 · (-inf) = NaN in floating "
+        "point, though its limit is 0. torch.xlogy(p, p) computes p · log p with 0 there."
+    )
     return _run_cases(
-        "check_strongest_sep_heads",
+        "check_attention_entropy",
         fn,
-        _sep_heads_cases(),
-        _sep_heads_problem,
-        _SEP_HEADS_MISTAKES,
+        _entropy_cases(),
+        _tensor_comparison("entropy", _entropy_shape_hint, nan_hint),
+        _ENTROPY_MISTAKES,
+        "for one query, -(p * p.log()).sum() over its keys; then average those over the "
+        "real queries of every sentence.",
     )

@@ -22,6 +22,7 @@ from ._grading import (
 
 __all__ = [
     "check_mask_tokens",
+    "check_whole_word_mask",
 ]
 
 
@@ -210,6 +211,14 @@ def _masking_rates_problem(
             else "choose each ordinary token with probability mlm_probability: "
             "torch.rand(shape, generator=generator) < mlm_probability.",
         )
+    return _corruption_split_problem(spec, inputs, labelled)
+
+
+def _corruption_split_problem(
+    spec: _MaskingCase, inputs: torch.Tensor, labelled: torch.Tensor
+) -> Problem | None:
+    """The 80/10/10 split of the chosen tokens, and random ids drawn from the whole vocabulary."""
+    chosen = int(labelled.sum())
     corrupted = inputs[labelled]
     as_mask = corrupted == _MLM_MASK_ID
     kept = corrupted == spec.input_ids[labelled]
@@ -341,4 +350,257 @@ def check_mask_tokens(fn: Callable) -> bool:
         (),
         "print the chosen mask, the inputs and the labels of a small batch and compare them "
         "with the chapter's step-by-step masking.",
+    )
+
+
+# ----------------------------------------------------------------------------
+# Whole-word masking
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _WholeWordCase(_MaskingCase):
+    """A masking case whose tokens form words: True in word_starts where a word begins."""
+
+    word_starts: torch.Tensor | None = None  # bool (B, T); True at special tokens too
+
+
+def _word_starts(
+    generator: torch.Generator, special: torch.Tensor, continue_probability: float
+) -> torch.Tensor:
+    """(B, T) bool: a word starts after every special token, and elsewhere at random."""
+    starts = torch.rand(special.shape, generator=generator) >= continue_probability
+    after_special = torch.zeros_like(special)
+    after_special[:, 1:] = special[:, :-1]
+    return starts | special | after_special
+
+
+def _word_ids(spec: _WholeWordCase) -> torch.Tensor:
+    """(B, T) long: a number per word, unique in the whole batch (specials are words of one)."""
+    starts = spec.word_starts
+    rows, length = starts.shape
+    return starts.long().cumsum(dim=1) - 1 + torch.arange(rows)[:, None] * length
+
+
+def _whole_word_problem(spec: _WholeWordCase, answer: Any) -> Problem | None:
+    """The first rule a whole-word masking answer breaks, with a hint that names it."""
+    if spec.calls == 1:
+        return _single_whole_word_problem(spec, answer)
+    first, second = answer
+    problem = _single_whole_word_problem(spec, first)
+    if problem is None and not all(torch.equal(a, b) for a, b in zip(first, second, strict=True)):
+        return Problem(
+            ["two calls with generators seeded alike gave different results"],
+            "draw every random number from the `generator` argument: torch.rand(..., "
+            "generator=generator), torch.randint(..., generator=generator).",
+        )
+    return problem
+
+
+def _single_whole_word_problem(spec: _WholeWordCase, answer: Any) -> Problem | None:
+    """Form, labels and inputs as for token masking; then whole words, the word rate, 80/10/10."""
+    problem = _masking_form_problem(spec, answer)
+    if problem is not None:
+        return problem
+    inputs, labels = answer
+    labelled = labels != -100  # (B, T)
+    candidates = int((~spec.special).sum())
+    problem = _masking_labels_problem(spec, inputs, labels, labelled, candidates)
+    if problem is None:
+        problem = _masking_inputs_problem(spec, inputs, labelled)
+    if problem is None:
+        problem = _partial_word_problem(spec, labelled)
+    if problem is None and spec.check_rates:
+        problem = _word_rate_problem(spec, labelled) or _corruption_split_problem(
+            spec, inputs, labelled
+        )
+    return problem
+
+
+def _partial_word_problem(spec: _WholeWordCase, labelled: torch.Tensor) -> Problem | None:
+    """A word with some of its pieces chosen and others not."""
+    word_ids = _word_ids(spec).flatten()
+    ordinary = (~spec.special).flatten()
+    chosen = labelled.flatten() & ordinary
+    size = int(word_ids.max()) + 1
+    pieces = torch.zeros(size, dtype=torch.long).index_add_(0, word_ids, ordinary.long())
+    picked = torch.zeros(size, dtype=torch.long).index_add_(0, word_ids, chosen.long())
+    partial = (picked > 0) & (picked < pieces)  # (words,)
+    if not bool(partial.any()):
+        return None
+    length = spec.input_ids.shape[1]
+    word = int(partial.nonzero()[0, 0])
+    positions = (word_ids == word).nonzero()[:, 0]
+    row, first = divmod(int(positions[0]), length)
+    last = int(positions[-1]) % length
+    shown = ["x" if bool(chosen[i]) else "." for i in positions.tolist()]
+    starts = spec.word_starts.flatten()
+    later_pieces = ~starts & ordinary
+    start_without_rest = bool((partial[word_ids] & starts & chosen).any())
+    rest_without_start = bool(
+        (partial[word_ids] & later_pieces & chosen).any()
+        and (partial[word_ids] & starts & ~chosen).any()
+    )
+    hint = (
+        "every piece of a chosen word must be chosen, not only its first piece: give each "
+        "piece the draw made for its word's first piece."
+        if start_without_rest and not rest_without_start
+        else "draw once per word, not once per token, and give every piece its word's draw. "
+        "A word is a word_starts position and the pieces after it up to the next start: "
+        "check how you number the words (a cumulative sum of word_starts along each row)."
+    )
+    return Problem(
+        [
+            f"{_count(int(partial.sum()), 'word')} only partly chosen, e.g. row {row}, the word at "
+            f"positions {first} to {last}: chosen pieces {''.join(shown)} (x chosen, . not)"
+        ],
+        hint,
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    """'1 word is', '3 words are'."""
+    return f"{number:,} {noun} is" if number == 1 else f"{number:,} {noun}s are"
+
+
+def _word_rate_problem(spec: _WholeWordCase, labelled: torch.Tensor) -> Problem | None:
+    """The share of words chosen, within a few standard errors of mlm_probability."""
+    word_ids = _word_ids(spec).flatten()
+    ordinary = (~spec.special).flatten()
+    size = int(word_ids.max()) + 1
+    pieces = torch.zeros(size, dtype=torch.long).index_add_(0, word_ids, ordinary.long())
+    picked = torch.zeros(size, dtype=torch.long).index_add_(
+        0, word_ids, (labelled.flatten() & ordinary).long()
+    )
+    words = int((pieces > 0).sum())
+    rate = int((picked > 0).sum()) / words
+    p = spec.mlm_probability
+    if abs(rate - p) <= _RATE_STANDARD_ERRORS * math.sqrt(p * (1 - p) / words):
+        return None
+    if abs(rate - 0.15) < 0.01 and abs(p - 0.15) > 0.05:
+        hint = f"use the mlm_probability argument ({p}) instead of a fixed 0.15."
+    elif rate > p:
+        hint = (
+            "too many words are chosen: a word is chosen by one draw below mlm_probability. "
+            "Choosing a word whenever any of its pieces draws below it favours long words."
+        )
+    else:
+        hint = (
+            "too few words are chosen: a word is chosen by one draw below mlm_probability, "
+            "not only when all of its pieces draw below it."
+        )
+    return Problem(
+        [
+            f"{rate:.1%} of the {words:,} words were chosen; expected about {p:.0%} "
+            f"(mlm_probability={p})"
+        ],
+        hint,
+    )
+
+
+def _with_seeded_generators_and_words(fn: Callable) -> Callable:
+    """`fn` called `calls` times with word_starts, each with a generator seeded alike."""
+
+    @functools.wraps(fn)
+    def graded(input_ids, special, word_starts, vocab_size, mlm_probability, calls, seed):
+        answers = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _ in range(calls):
+                generator = torch.Generator().manual_seed(seed)
+                answers.append(
+                    fn(
+                        input_ids.clone(),
+                        special.clone(),
+                        word_starts.clone(),
+                        vocab_size,
+                        _MLM_MASK_ID,
+                        mlm_probability,
+                        generator,
+                    )
+                )
+        return answers[0] if calls == 1 else tuple(answers)
+
+    return graded
+
+
+def _whole_word_case(
+    g: torch.Generator,
+    seed: int,
+    description: str,
+    batch: int,
+    length: int,
+    vocab_size: int,
+    p: float = 0.15,
+    rates: bool = False,
+    calls: int = 1,
+    continue_probability: float = 0.45,
+) -> Case:
+    """A batch of words to mask with its rules."""
+    ids, special = _masking_batch(g, batch, length, vocab_size)
+    starts = _word_starts(g, special, continue_probability)
+    spec = _WholeWordCase(ids, special, False, vocab_size, p, rates, calls, starts)
+    return Case(description, (ids, special, starts, vocab_size, p, calls, seed), spec)
+
+
+def _whole_word_cases() -> list[Case]:
+    """A small padded batch, large batches for the rates, long words, [CLS] x [SEP], two calls."""
+    g = torch.Generator().manual_seed(17)
+    return [
+        _whole_word_case(g, 0, "batch 2, length 12, vocab 40, the second row padded", 2, 12, 40),
+        _whole_word_case(
+            g,
+            1,
+            "512 × 128 (about 27,000 words, 1.8 pieces each on average), vocab 1,000: whole "
+            "words, the 15% word rate and the 80-10-10 split",
+            512,
+            128,
+            1000,
+            rates=True,
+        ),
+        _whole_word_case(
+            g, 2, "512 × 128, vocab 1,000, mlm_probability=0.4", 512, 128, 1000, p=0.4, rates=True
+        ),
+        _whole_word_case(
+            g,
+            3,
+            "256 × 64, long words (2.8 pieces each on average), vocab 500",
+            256,
+            64,
+            500,
+            rates=True,
+            continue_probability=0.67,
+        ),
+        _whole_word_case(g, 4, "batch 1, length 3 ([CLS] one token [SEP]), vocab 20", 1, 3, 20),
+        _whole_word_case(
+            g,
+            5,
+            "two calls with generators seeded alike (256 × 64, vocab 1,000) must agree",
+            256,
+            64,
+            1000,
+            calls=2,
+        ),
+    ]
+
+
+def check_whole_word_mask(fn: Callable) -> bool:
+    """Grade `fn(input_ids, special_tokens_mask, word_starts, vocab_size, mask_token_id,
+    mlm_probability=0.15, generator=None)` -> (inputs, labels): whole-word masking.
+
+    word_starts (B, T) is True where a word begins (and at special tokens). A
+    word is chosen with probability mlm_probability, and then all of its pieces
+    are; each chosen piece becomes [MASK] (80%), a random token (10%) or stays
+    (10%) on its own. Judged by rules, as `check_mask_tokens`, plus: no word
+    partly chosen, and on large batches the share of words chosen.
+    """
+    _require_callable("check_whole_word_mask", fn)
+    return _run_cases(
+        "check_whole_word_mask",
+        _with_seeded_generators_and_words(fn),
+        _whole_word_cases(),
+        _whole_word_problem,
+        (),
+        "print word_starts, the chosen mask and the labels of a small batch side by side: "
+        "the pieces of one word must be chosen together.",
     )

@@ -10,10 +10,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data import truncate_pair
-from ._grading import Case, Problem, _require_callable, _run_cases, _unwrap_scalar
+from ._grading import (
+    Case,
+    Problem,
+    _first_line,
+    _location,
+    _require_callable,
+    _run_cases,
+    _unwrap_scalar,
+)
 
 __all__ = [
     "check_nsp_pairs",
+    "check_hard_nsp_pairs",
 ]
 
 
@@ -333,4 +342,220 @@ def check_nsp_pairs(fn: Callable) -> bool:
         (),
         "print a few of your pairs for a small document by hand and check each rule of the "
         "exercise.",
+    )
+
+
+# ----------------------------------------------------------------------------
+# Harder negatives: NotNext from A's own document
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _HardNspCase(_NspCase):
+    """What an answer of hard_nsp_pairs is judged against: also the smallest distance."""
+
+    min_gap: int = 3
+
+
+@dataclass(frozen=True)
+class _RaisedIndexError:
+    """The learner's function raised IndexError (rng.choice of an empty list, most likely)."""
+
+    where: str
+    message: str
+
+
+def _far_sentences(spec: _HardNspCase, place: tuple[int, int]) -> list[int]:
+    """The sentences of A's document at least min_gap sentences away from A, before or after."""
+    document, sentence = place
+    return [s for s in range(len(spec.documents[document])) if abs(s - sentence) >= spec.min_gap]
+
+
+def _hard_nsp_problem(spec: _HardNspCase, answer: Any) -> Problem | None:
+    """The first rule an answer of hard_nsp_pairs breaks, with a hint that names it."""
+    if isinstance(answer, _RaisedIndexError):
+        return Problem(
+            [f"your function raised IndexError{answer.where}: {answer.message}"],
+            "some documents have no sentence at least min_gap away from A (short documents, or "
+            "A in the middle of one): rng.choice of an empty list fails. Fall back to a random "
+            "sentence of another document there, as in Exercise 1.",
+        )
+    pairs = _nsp_pairs(spec, answer)
+    if isinstance(pairs, Problem):
+        return pairs
+    return (
+        _nsp_coverage_problem(spec, pairs)
+        or _hard_label_problem(spec, pairs)
+        or _nsp_truncation_problem(spec, pairs)
+        or _nsp_balance_problem(pairs)
+        or _hard_spread_problem(spec, pairs)
+    )
+
+
+def _hard_label_problem(spec: _HardNspCase, pairs: list[_NspPair]) -> Problem | None:
+    """Labels swapped, an IsNext B that does not follow A, or a NotNext B from the wrong place."""
+    next_but_labelled_1 = [p for p in pairs if p[3] == 1 and _nsp_is_next(p[4], p[5])]
+    far_but_labelled_0 = [p for p in pairs if p[3] == 0 and not _nsp_is_next(p[4], p[5])]
+    if next_but_labelled_1 and far_but_labelled_0:
+        number, _, _, _, a, b = next_but_labelled_1[0]
+        return Problem(
+            [
+                f"pair {number}: B = {_nsp_where(b)} follows A = {_nsp_where(a)}, "
+                "but the label is 1 (NotNext)"
+            ],
+            "the labels are swapped: 0 means IsNext (B is the next sentence), 1 means NotNext.",
+        )
+    for number, _, _, label, a, b in pairs:
+        if label == 0:
+            if not _nsp_is_next(a, b):
+                return Problem(
+                    [
+                        f"pair {number} is IsNext (label 0), but B = {_nsp_where(b)} is not the "
+                        f"sentence after A = {_nsp_where(a)}"
+                    ],
+                    "an IsNext B is the sentence right after A: document[position + 1].",
+                )
+            continue
+        problem = _hard_not_next_problem(spec, number, a, b)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _hard_not_next_problem(
+    spec: _HardNspCase, number: int, a: tuple[int, int], b: tuple[int, int]
+) -> Problem | None:
+    """Where a NotNext B must come from: A's document, min_gap away; another one if none is."""
+    far = _far_sentences(spec, a)
+    gap = spec.min_gap
+    head = f"pair {number} is NotNext (label 1), A = {_nsp_where(a)}, B = {_nsp_where(b)}"
+    if b[0] == a[0]:
+        distance = abs(b[1] - a[1])
+        if distance >= gap:
+            return None
+        if not far:
+            return Problem(
+                [f"{head}: no sentence of this document is {gap} or more away from A"],
+                "when A's document has no sentence at least min_gap away, B comes from a "
+                "random other document (as in Exercise 1), not from A's own.",
+            )
+        off_by_one = distance == gap - 1
+        return Problem(
+            [f"{head}: only {distance} sentence(s) apart, with min_gap = {gap}"],
+            "off by one: B may be exactly min_gap sentences away, abs(j - position) >= min_gap."
+            if off_by_one
+            else "B must be at least min_gap sentences away from A, before or after it: "
+            "abs(j - position) >= min_gap. A nearer sentence shares too much with A.",
+        )
+    if not far:
+        return None
+    only_before = all(s < a[1] for s in far)
+    return Problem(
+        [
+            f"{head}: from another document, although sentence(s) {far[:5]} of A's document "
+            f"are at least {gap} away"
+        ],
+        "look in both directions: a sentence before A, at least min_gap away, is a valid "
+        "NotNext B too."
+        if only_before
+        else "a NotNext B comes from A's own document whenever it has a sentence at least "
+        "min_gap away; only otherwise from another document.",
+    )
+
+
+def _hard_spread_problem(spec: _HardNspCase, pairs: list[_NspPair]) -> Problem | None:
+    """NotNext Bs always the nearest (or the farthest) allowed sentence, never a random one."""
+    choices = []  # (index of B among the allowed sentences, how many there were)
+    for _, _, _, label, a, b in pairs:
+        far = _far_sentences(spec, a)
+        if label == 1 and b[0] == a[0] and len(far) >= 3:
+            choices.append((far.index(b[1]), len(far)))
+    if len(choices) < 30:
+        return None
+    for which, pick in (("first", lambda n: 0), ("last", lambda n: n - 1)):
+        if all(index == pick(count) for index, count in choices):
+            return Problem(
+                [
+                    f"in all {len(choices)} NotNext pairs with 3 or more allowed sentences, B is "
+                    f"the {which} of them"
+                ],
+                "choose B at random among the allowed sentences: rng.choice(allowed).",
+            )
+    return None
+
+
+def check_hard_nsp_pairs(fn: Callable) -> bool:
+    """Grade `fn(documents, rng, max_tokens, min_gap=3)` -> [(tokens_a, tokens_b, label)].
+
+    As `check_nsp_pairs`, but a NotNext B (label 1) is a random sentence of A's
+    own document at least min_gap sentences away from A (before or after it);
+    only where the document has none does B come from another document. The
+    token ids of the synthetic documents say where every side comes from.
+    """
+    _require_callable("check_hard_nsp_pairs", fn)
+
+    @functools.wraps(fn)
+    def with_fresh_rng(documents: list, seed: int, max_tokens: int, min_gap: int) -> Any:
+        try:
+            return fn(documents, random.Random(seed), max_tokens, min_gap)
+        except IndexError as error:
+            where = _location(error, getattr(fn, "__name__", None))
+            return _RaisedIndexError(where, _first_line(error))
+
+    def add(description: str, seed: int, documents: list, max_tokens: int, gap: int) -> Case:
+        return Case(
+            description,
+            (documents, seed, max_tokens, gap),
+            _HardNspCase(documents, max_tokens, gap),
+        )
+
+    cases = [
+        add(
+            "3 documents of 6 to 10 sentences of 2 to 12 tokens, max_tokens 30, min_gap 3",
+            1,
+            _nsp_documents(21, 3, (6, 10), (2, 12)),
+            30,
+            3,
+        ),
+        add(
+            "one long document and 20 of 2 or 3 sentences (none of them has a sentence 3 away "
+            "from another), max_tokens 40, min_gap 3",
+            2,
+            [_nsp_documents(22, 1, (12, 12), (2, 10))[0]]
+            + _nsp_documents(23, 21, (2, 3), (2, 10))[1:],
+            40,
+            3,
+        ),
+        add(
+            "40 documents of exactly 4 sentences: sentences 0 and 3 are 3 apart, the middle "
+            "ones have no partner; max_tokens 64, min_gap 3",
+            3,
+            _nsp_documents(24, 40, (4, 4), (1, 12)),
+            64,
+            3,
+        ),
+        add(
+            "300 documents of 1 to 12 sentences of 1 to 30 tokens, max_tokens 24 (many pairs "
+            "are truncated), min_gap 3",
+            4,
+            _nsp_documents(25, 300, (1, 12), (1, 30)),
+            24,
+            3,
+        ),
+        add(
+            "60 documents of 3 to 9 sentences, max_tokens 64, min_gap 2",
+            5,
+            _nsp_documents(26, 60, (3, 9), (1, 15)),
+            64,
+            2,
+        ),
+    ]
+    return _run_cases(
+        "check_hard_nsp_pairs",
+        with_fresh_rng,
+        cases,
+        _hard_nsp_problem,
+        (),
+        "print your pairs for one document of 6 sentences by hand: which sentences may be a "
+        "NotNext B for each A?",
     )

@@ -1,4 +1,4 @@
-"""Chapter 9, classification: the classification head and its loss, macro-F1."""
+"""Chapter 9, classification: the classification head and its loss, a class-weighted loss, macro-F1."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from ..metrics import classification_report
-from ._grading import Case, Mistake, Problem, _run_cases, _unwrap_scalar
+from ._grading import Case, Mistake, Problem, _run_cases, _unwrap_scalar, _variant
 
 __all__ = [
     "check_classification_head",
+    "check_class_weighted_head",
     "check_macro_f1",
 ]
 
@@ -148,6 +149,139 @@ def check_classification_head(fn: Callable) -> bool:
         _head_problem,
         _HEAD_MISTAKES,
         "print the shapes: pooled_output (B, H), weight (num_labels, H), logits (B, num_labels).",
+    )
+
+
+def _class_weights(class_counts, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """w_c = N / (C * n_c): 1 for every class of a balanced set, more for the rarer classes."""
+    counts = torch.as_tensor(class_counts, dtype=dtype)
+    return counts.sum() / (len(counts) * counts)
+
+
+def _weighted_head(
+    pooled_output,
+    weight,
+    bias,
+    labels,
+    class_counts,
+    *,
+    inverse=True,
+    divide_by="weights",
+    weight_of="label",
+    softmax_first=False,
+):
+    """The reference (default switches) and the learners' mistakes with a class-weighted loss."""
+    logits = pooled_output @ weight.T + bias  # (B, C)
+    class_weights = _class_weights(class_counts, logits.dtype)
+    if not inverse:  # the frequent classes weigh more
+        class_weights = 1 / class_weights
+    scores = logits.softmax(-1) if softmax_first else logits
+    per_example = F.cross_entropy(scores, labels, reduction="none")  # (B,)
+    chosen = labels if weight_of == "label" else logits.argmax(-1)
+    example_weights = class_weights[chosen]  # (B,)
+    total = (example_weights * per_example).sum()
+    denominator = example_weights.sum() if divide_by == "weights" else len(labels)
+    return logits, total / denominator
+
+
+def _weighted_head_problem(expected: Any, answer: Any) -> Problem | None:
+    problem = _head_problem(expected, answer)
+    if problem is not None and (problem.hint or "").startswith("cross-entropy on the raw"):
+        problem.hint = (  # the loss has the wrong value: say what this loss is
+            "check the weights, w_c = N / (C * n_c), and the weighted mean: the sum over the "
+            "batch of w[y_i] * cross-entropy_i, divided by the sum of the w[y_i] (what "
+            "F.cross_entropy(..., weight=w) computes)."
+        )
+    return problem
+
+
+def _weighted_case(
+    description: str,
+    seed: int,
+    class_counts: Sequence[int],
+    batch: int,
+    hidden: int = 8,
+    dtype: torch.dtype = torch.float32,
+) -> Case:
+    generator = torch.Generator().manual_seed(seed)
+    num_labels = len(class_counts)
+    pooled = torch.randn(batch, hidden, generator=generator, dtype=dtype).tanh()
+    weight = torch.randn(num_labels, hidden, generator=generator, dtype=dtype)
+    bias = torch.randn(num_labels, generator=generator, dtype=dtype)
+    labels = torch.randint(num_labels, (batch,), generator=generator)
+    args = (pooled, weight, bias, labels, list(class_counts))
+    return Case(description, args, _weighted_head(*args))
+
+
+def _weighted_mistakes() -> list[Mistake]:
+    return [
+        Mistake(
+            "class_counts is not used: multiply each example's cross-entropy by the weight "
+            "of its class, w[y_i] = N / (C * n[y_i]).",
+            lambda p, w, b, y, counts: _classification_head(p, w, b, y),
+        ),
+        _variant(
+            "the weights are upside down: a class's weight is N / (C * n_c), larger for the "
+            "*rarer* classes, so that every class counts as much in the loss.",
+            _weighted_head,
+            inverse=False,
+        ),
+        _variant(
+            "divide by the sum of the weights of the batch's labels, not by the batch size: "
+            "the weighted mean (F.cross_entropy(..., weight=w) does the same).",
+            _weighted_head,
+            divide_by="batch",
+        ),
+        _variant(
+            "weigh each example by the weight of its *true* class, w[labels], not of the "
+            "class the model predicts.",
+            _weighted_head,
+            weight_of="prediction",
+        ),
+        _variant(
+            "softmax applied before the cross-entropy, which applies log-softmax itself: "
+            "pass the raw logits.",
+            _weighted_head,
+            softmax_first=True,
+        ),
+        Mistake(
+            "the bias is missing: logits = pooled_output @ weight.T + bias.",
+            lambda p, w, b, y, counts: _weighted_head(p, w, torch.zeros_like(b), y, counts),
+        ),
+    ]
+
+
+def check_class_weighted_head(fn: Callable) -> bool:
+    """Grade `fn(pooled_output, weight, bias, labels, class_counts)` -> (logits, loss).
+
+    logits = pooled_output @ weight.T + bias, shape (batch, num_labels);
+    class_counts[c] is how many training examples class c has (N in all,
+    C classes), and the weight of class c is w_c = N / (C * n_c). The loss
+    is the weighted mean of the examples' cross-entropies,
+    sum_i w[y_i] * CE_i / sum_i w[y_i], which is what
+    F.cross_entropy(logits, labels, weight=w) computes.
+    """
+    cases = [
+        _weighted_case("balanced counts [10, 10, 10]: every weight is 1", 0, [10, 10, 10], 6),
+        _weighted_case("counts [60, 30, 10], batch 8", 1, [60, 30, 10], 8),
+        _weighted_case("counts [5, 200], batch 5", 2, [5, 200], 5),
+        _weighted_case(
+            "5 classes, counts [550, 180, 400, 220, 300], batch 16, float64",
+            3,
+            [550, 180, 400, 220, 300],
+            16,
+            hidden=12,
+            dtype=torch.float64,
+        ),
+        _weighted_case("batch 1, counts [3, 1, 7, 2]", 4, [3, 1, 7, 2], 1),
+    ]
+    return _run_cases(
+        "check_class_weighted_head",
+        fn,
+        cases,
+        _weighted_head_problem,
+        _weighted_mistakes(),
+        "print the weights of case 2 and each example's weight before the mean.",
     )
 
 

@@ -74,7 +74,7 @@ def _pair_untruncated(a: list[int], b: list[int], c: int, s: int) -> tuple[list[
 def _pair_one_at_a_time(
     a: list[int], b: list[int], max_length: int, c: int, s: int
 ) -> tuple[list[int], list[int]]:
-    """Truncation one token at a time from the longer side, B on a tie."""
+    """Truncation one token at a time from the longer side, from B on a tie (Google's rule)."""
     a, b = list(a), list(b)
     while len(a) + len(b) > max_length - 3:
         (a if len(a) > len(b) else b).pop()
@@ -117,9 +117,10 @@ _PAIR_ENCODING_MISTAKES = [
         lambda a, b, m, c, s: _pair_untruncated(a, b[: max(0, m - 3 - len(a))], c, s),
     ),
     Mistake(
-        "removing one token at a time from the longer side gives the odd token to B on a "
-        "tie; the reference rule gives each half of the room and the odd token to the "
-        "longer one (to A when they tie).",
+        "removing one token at a time from the longer side (as Google's original "
+        "_truncate_seq_pair did) leaves an odd token to A; transformers' rule, the "
+        "reference here, gives each side half of the room and the odd token to the longer "
+        "one (to B when they tie).",
         _pair_one_at_a_time,
     ),
     Mistake("the first [SEP] belongs to segment 0: segment 1 is B [SEP].", _pair_middle_sep_in_b),
@@ -132,9 +133,9 @@ def check_pair_encoding(fn: Callable) -> bool:
     [CLS] A [SEP] B [SEP] with segment ids 0 for [CLS] A [SEP] and 1 for
     B [SEP]; if the pair does not fit in max_length (special tokens
     included), longest-first truncation from the end as the package's
-    BertTokenizer.truncate (and transformers' fast tokenizers): the shorter
-    side is kept whole when the longer one can take the rest, else each gets
-    half of the room, the odd token to the longer one.
+    BertTokenizer.truncate (and transformers' tokenizers): the shorter side is
+    kept whole when the longer one can take the rest, else each gets half of
+    the room, the odd token to the longer one (to B on a tie).
     """
     cases = [
         _pair_case("A of 5 and B of 4 tokens, max_length 20 (fits)", 5, 4, 20),

@@ -1,4 +1,4 @@
-"""Chapter 11, NER and QA: word labels on sub-words, the best answer span."""
+"""Chapter 11, NER and QA: word labels on sub-words, the best answer span, the no-answer choice."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from ._grading import Case, Mistake, Problem, _run_cases, _variant
 
 __all__ = [
     "check_align_labels",
+    "check_align_every_subword",
     "check_best_span",
+    "check_answer_or_null",
 ]
 
 
@@ -373,4 +375,372 @@ def check_best_span(fn: Callable) -> bool:
         _span_problem,
         _BEST_SPAN_MISTAKES,
         "print your candidate spans and their scores for a small window and check each rule.",
+    )
+
+
+# ----------------------------------------------------------------------------
+# Every sub-word labelled: B-X on a word's first piece, I-X on the rest
+# ----------------------------------------------------------------------------
+
+
+def _align_every(
+    word_ids,
+    word_labels,
+    label_names,
+    *,
+    later="inside",
+    special=IGNORE_INDEX,
+    zero_is_word=True,
+    keep_unknown=True,
+    first="word",
+):
+    """Every piece labelled (the reference), or one of the learners' mistakes by its switches."""
+    ids = {name: index for index, name in enumerate(label_names)}
+    labels, previous = [], None
+    for word in word_ids:
+        if word is None or (not zero_is_word and not word):
+            labels.append(special)
+            previous = word
+            continue
+        label = word_labels[word]
+        if label == IGNORE_INDEX and not keep_unknown:
+            label = ids["O"]
+        name = label_names[label] if label != IGNORE_INDEX else None
+        inside = ids["I-" + name[2:]] if name and name.startswith("B-") else label
+        if word != previous:  # the word's first piece
+            labels.append(inside if first == "inside" else label)
+        elif later == "inside":
+            labels.append(inside)
+        elif later == "next_id":
+            labels.append(label + 1 if name and name.startswith("B-") else label)
+        elif later == "ignored":
+            labels.append(IGNORE_INDEX)
+        else:  # "same": the word's own label on every piece
+            labels.append(label)
+        previous = word
+    return labels
+
+
+_IOB_ORDER = ["O", "B-NAME", "I-NAME", "B-CODE", "I-CODE"]  # the chapter's NER_LABEL_NAMES
+_OTHER_ORDER = ["O", "B-PER", "B-LOC", "I-PER", "I-LOC"]  # I-X is not the id after B-X
+
+
+def _align_every_case(description: str, word_ids: list, word_labels: list, names: list) -> Case:
+    args = (word_ids, word_labels, names)
+    return Case(description, args, _align_every(*args))
+
+
+def _align_every_cases() -> list[Case]:
+    generator = random.Random(5)
+    many_ids: list = [None]
+    for word in range(25):
+        many_ids += [word] * generator.randint(1, 4)
+    many_ids.append(None)
+    many_labels = [generator.randrange(5) for _ in range(25)]
+    return [
+        _align_every_case(
+            "[CLS] 3 words, the B-CODE word split into 3 pieces [SEP]",
+            [None, 0, 1, 1, 1, 2, None],
+            [0, 3, 0],
+            _IOB_ORDER,
+        ),
+        _align_every_case(
+            "a name of two words (B-NAME I-NAME), each in 2 pieces, then O in 2 pieces",
+            [None, 0, 0, 1, 1, 2, 2, None],
+            [1, 2, 0],
+            _IOB_ORDER,
+        ),
+        _align_every_case(
+            "the first word (word id 0) is split, padding after [SEP]",
+            [None, 0, 0, 1, 2, None, None],
+            [3, 0, 1],
+            _IOB_ORDER,
+        ),
+        _align_every_case(
+            "a word whose label is -100 (unknown), in 2 pieces",
+            [None, 0, 0, 1, 1, None],
+            [IGNORE_INDEX, 1],
+            _IOB_ORDER,
+        ),
+        _align_every_case(
+            "other label names, in another order: " + ", ".join(_OTHER_ORDER),
+            [None, 0, 0, 1, 2, 2, 2, None],
+            [1, 0, 2],
+            _OTHER_ORDER,
+        ),
+        _align_every_case("25 words of 1 to 4 pieces", many_ids, many_labels, _IOB_ORDER),
+    ]
+
+
+_ALIGN_EVERY_MISTAKES = [
+    _variant(
+        "a B-X on every piece starts a new entity at each piece, and reading the tags back "
+        "finds several one-piece entities: the later pieces of a B-X word get I-X.",
+        _align_every,
+        later="same",
+    ),
+    _variant(
+        "this exercise labels every piece: the later pieces of a word get a label too (I-X "
+        "after B-X, the word's own label otherwise), not -100.",
+        _align_every,
+        later="ignored",
+    ),
+    _variant(
+        "the first piece keeps the word's own label (B-X starts the entity); only the later "
+        "pieces of a B-X word become I-X.",
+        _align_every,
+        first="inside",
+    ),
+    _variant(
+        "find I-X by its name, label_names.index('I-' + name[2:]): the id of I-X is not "
+        "always the id of B-X plus 1.",
+        _align_every,
+        later="next_id",
+    ),
+    _variant(
+        "word id 0 is the first word, not a special token: test `word is None`, not `not word`.",
+        _align_every,
+        zero_is_word=False,
+    ),
+    _variant(
+        "special tokens and padding (word id None) get -100, not 0 ('O').",
+        _align_every,
+        special=0,
+    ),
+    _variant(
+        "a word label of -100 (unknown) stays -100 on all of its pieces.",
+        _align_every,
+        keep_unknown=False,
+    ),
+]
+
+
+def check_align_every_subword(fn: Callable) -> bool:
+    """Grade `fn(word_ids, word_labels, label_names)` -> one label per token, every piece labelled.
+
+    Special tokens and padding (word id None) get -100; a word's first piece gets the word's
+    label; its later pieces get I-X if the word's label is B-X (looked up by name in
+    label_names), else the word's label; a word label of -100 stays -100 on every piece.
+    """
+    return _run_cases(
+        "check_align_every_subword",
+        fn,
+        _align_every_cases(),
+        _align_problem,
+        _ALIGN_EVERY_MISTAKES,
+        "walk through word_ids by hand: None -> -100; a new word id -> that word's label; the "
+        "same id as the token before -> I-X after a B-X word, else the word's label again.",
+    )
+
+
+# ----------------------------------------------------------------------------
+# SQuAD 2.0: an answer, or none
+# ----------------------------------------------------------------------------
+
+
+def _answer_or_null(
+    start_logits,
+    end_logits,
+    context_mask,
+    max_answer_length,
+    threshold,
+    *,
+    null="both",
+    margin_side="null",
+    span_search="pairs",
+    use_mask=True,
+    always_answer=False,
+):
+    """(start, end) of the best span if it beats the [CLS] score by `threshold`, else None."""
+    if span_search == "pairs":
+        start, end, _ = _spans(
+            start_logits,
+            end_logits,
+            context_mask,
+            max_answer_length,
+            use_mask=use_mask,
+            score="logits",
+        )
+    else:  # the best start and the best end, each on its own
+        start, end, _ = _independent_argmax(
+            start_logits, end_logits, context_mask, max_answer_length
+        )
+    span_score = float(start_logits[start] + end_logits[end])
+    null_score = (
+        float(start_logits[0] + end_logits[0]) if null == "both" else float(start_logits[0])
+    )
+    if always_answer:
+        return start, end
+    if margin_side == "null":
+        answered = span_score > null_score + threshold
+    else:
+        answered = span_score + threshold > null_score
+    return (start, end) if answered else None
+
+
+def _null_problem(expected: Any, got: Any) -> Problem | None:
+    if got is not None and (not isinstance(got, (tuple, list)) or len(got) != 2):
+        return Problem(
+            [f"expected None or a pair (start, end); got {got!r:.60}"],
+            "return None for 'no answer', else the span's (start, end) as two ints.",
+        )
+    got = None if got is None else (int(got[0]), int(got[1]))
+    if got == expected:
+        return None
+    describe = {None: "None (no answer)"}
+    return Problem(
+        [
+            f"expected {describe.get(expected, expected)}",
+            f"got      {describe.get(got, got)}",
+        ]
+    )
+
+
+def _null_case(
+    description: str,
+    start_logits: list[float],
+    end_logits: list[float],
+    mask: torch.Tensor,
+    max_answer_length: int,
+    threshold: float,
+) -> Case:
+    args = (
+        torch.tensor(start_logits, dtype=torch.float32),
+        torch.tensor(end_logits, dtype=torch.float32),
+        mask,
+        max_answer_length,
+        threshold,
+    )
+    return Case(description, args, _answer_or_null(*args))
+
+
+def _null_cases() -> list[Case]:
+    mask = _window(3, 10)  # context tokens 5..14
+    generator = torch.Generator().manual_seed(23)
+    random_mask = _window(5, 25)
+    random_cases = []
+    for number in range(3):
+        start = torch.randn(33, generator=generator).mul(2)
+        end = torch.randn(33, generator=generator).mul(2)
+        start[0] = end[0] = 2.0 + number  # a [CLS] score near the best spans'
+        random_cases.append(
+            _null_case(
+                f"random logits, [CLS] logits {2.0 + number:g} each, threshold {number - 1:g}",
+                start.tolist(),
+                end.tolist(),
+                random_mask,
+                8,
+                float(number - 1),
+            )
+        )
+    return [
+        _null_case(
+            "a clear answer (7, 9) with logits 5 + 5; [CLS] logits 1 + 1; threshold 0",
+            _peaks(16, {0: 1.0, 7: 5.0}),
+            _peaks(16, {0: 1.0, 9: 5.0}),
+            mask,
+            30,
+            0.0,
+        ),
+        _null_case(
+            "[CLS] logits 6 + 6 beat the best span's 5 + 5; threshold 0",
+            _peaks(16, {0: 6.0, 7: 5.0}),
+            _peaks(16, {0: 6.0, 9: 5.0}),
+            mask,
+            30,
+            0.0,
+        ),
+        _null_case(
+            "[CLS] logits 11 + (-5) = 6: the span's 5 + 5 wins",
+            _peaks(16, {0: 11.0, 7: 5.0}),
+            _peaks(16, {0: -5.0, 9: 5.0}),
+            mask,
+            30,
+            0.0,
+        ),
+        _null_case(
+            "span 10 beats [CLS] 8 by 2, but the threshold asks for 3",
+            _peaks(16, {0: 4.0, 7: 5.0}),
+            _peaks(16, {0: 4.0, 9: 5.0}),
+            mask,
+            30,
+            3.0,
+        ),
+        _null_case(
+            "[CLS] 12 beats the span's 10 by 2, a threshold of -3 still answers",
+            _peaks(16, {0: 6.0, 7: 5.0}),
+            _peaks(16, {0: 6.0, 9: 5.0}),
+            mask,
+            30,
+            -3.0,
+        ),
+        _null_case(
+            "the best end (6) lies before the best start (10); [CLS] 3 + 3",
+            _peaks(16, {0: 3.0, 10: 6.0, 7: 4.0}),
+            _peaks(16, {0: 3.0, 6: 6.0, 12: 4.0}),
+            mask,
+            30,
+            0.0,
+        ),
+        _null_case(
+            "the highest logits are on question tokens (1, 2); [CLS] 2 + 2",
+            _peaks(16, {0: 2.0, 1: 9.0, 8: 3.0}),
+            _peaks(16, {0: 2.0, 2: 9.0, 10: 3.0}),
+            mask,
+            30,
+            0.0,
+        ),
+        *random_cases,
+    ]
+
+
+_NULL_MISTAKES = [
+    _variant(
+        "the answer must beat the null score by the threshold: answer when "
+        "span_score > null_score + threshold (a larger threshold answers less often).",
+        _answer_or_null,
+        margin_side="span",
+    ),
+    _variant(
+        "the no-answer 'span' starts and ends at [CLS]: its score is start_logits[0] + "
+        "end_logits[0], not the start logit alone.",
+        _answer_or_null,
+        null="start",
+    ),
+    _variant(
+        "compare the best span's score with the null score: return None when it does not "
+        "beat it by the threshold.",
+        _answer_or_null,
+        always_answer=True,
+    ),
+    _variant(
+        "the best start and the best end taken separately need not form a span: search the "
+        "pairs start <= end < start + max_answer_length.",
+        _answer_or_null,
+        span_search="separately",
+    ),
+    _variant(
+        "both ends of an answer must be context tokens (context_mask): an answer never starts "
+        "or ends in the question, [CLS] or [SEP].",
+        _answer_or_null,
+        use_mask=False,
+    ),
+]
+
+
+def check_answer_or_null(fn: Callable) -> bool:
+    """Grade `fn(start_logits, end_logits, context_mask, max_answer_length, threshold)`.
+
+    BERT's rule for SQuAD 2.0: the best valid span (both ends context tokens, start <= end,
+    at most max_answer_length tokens) by start_logits[i] + end_logits[j]; the null score
+    start_logits[0] + end_logits[0] ([CLS]); return (start, end) if the span's score exceeds
+    the null score + threshold, else None.
+    """
+    return _run_cases(
+        "check_answer_or_null",
+        fn,
+        _null_cases(),
+        _null_problem,
+        _NULL_MISTAKES,
+        "print the best span's score and the null score for this case, then apply the rule.",
     )

@@ -133,7 +133,9 @@ class StopSignals:
 
     The handler only notes the signal; the loop calls `check()` between steps, where the last
     step is complete, logged and (if due) saved, and stops there with `StopRequested`. So a
-    signal never cuts a log line or a checkpoint in half. A second signal stops at once.
+    signal never cuts a log line or a checkpoint in half. A second signal stops at once, except
+    inside an optimizer update (`deferred_keyboard_interrupt`), which it lets finish first: the
+    checkpoint saved after the stop never holds half an update.
     """
 
     active: StopSignals | None = None  # the one installed now, if any
@@ -141,6 +143,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: list[int] = []
         self.previous: dict[int, Any] = {}
+        self.updating = 0  # > 0 inside an optimizer update
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -152,9 +155,20 @@ class StopSignals:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.received:  # asked twice: do not wait for the step to end
-            raise StopRequested(signum)
         self.received.append(signum)
+        if len(self.received) > 1 and not self.updating:  # asked twice: do not wait
+            raise StopRequested(signum)
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[None]:
+        """A block a second signal does not cut: it stops the run right after the block."""
+        self.updating += 1
+        try:
+            yield
+        finally:
+            self.updating -= 1
+        if len(self.received) > 1 and not self.updating:
+            raise StopRequested(self.received[-1])
 
     def check(self) -> None:
         if self.received:
@@ -171,8 +185,12 @@ class StopSignals:
 def deferred_keyboard_interrupt() -> Iterator[None]:
     """Hold a Ctrl-C or SIGTERM until the block ends, so an update is never half-applied when it
     is saved."""
-    if threading.current_thread() is not threading.main_thread() or StopSignals.active:
-        yield  # (a training loop's StopSignals already waits for a safe point)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if StopSignals.active:  # a training loop's: it waits for a safe point, and for the update
+        with StopSignals.active.update():
+            yield
         return
     received: list[int] = []
     previous = {

@@ -13,6 +13,7 @@ from bertcourse.exercises import (
     check_attention,
     check_blockwise_attention,
     check_causal_attention,
+    check_local_attention_mask,
     check_softmax,
 )
 
@@ -76,6 +77,60 @@ def attention_inverts_any_mask(query, key, value, attention_mask=None):
         scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
     probs = scores.softmax(dim=-1)
     return probs @ value, probs
+
+
+def local_attention_mask(attention_mask, window, *, near=None, keys=True, queries=False):
+    length = attention_mask.shape[-1]
+    positions = torch.arange(length)
+    offset = positions[:, None] - positions[None, :]
+    band = offset.abs() <= window if near is None else near(offset, window)
+    real = attention_mask.bool()
+    mask = band.expand(len(real), 1, length, length)
+    if keys:
+        mask = mask & real[:, None, None, :]
+    if queries:
+        mask = mask & real[:, None, :, None]
+    return mask
+
+
+def local_window_too_narrow(attention_mask, window):
+    return local_attention_mask(attention_mask, window, near=lambda d, w: d.abs() < w)
+
+
+def local_looks_back_only(attention_mask, window):
+    return local_attention_mask(attention_mask, window, near=lambda d, w: (d >= 0) & (d <= w))
+
+
+def local_ignores_padding(attention_mask, window):
+    return local_attention_mask(attention_mask, window, keys=False)
+
+
+def local_masks_queries(attention_mask, window):
+    return local_attention_mask(attention_mask, window, keys=False, queries=True)
+
+
+def local_masks_queries_and_keys(attention_mask, window):
+    return local_attention_mask(attention_mask, window, queries=True)
+
+
+def local_assumes_right_padding(attention_mask, window):
+    lengths = attention_mask.long().sum(-1)
+    length = attention_mask.shape[-1]
+    return local_attention_mask(torch.arange(length)[None, :] < lengths[:, None], window)
+
+
+def local_without_head_axis(attention_mask, window):
+    return local_attention_mask(attention_mask, window)[:, 0]
+
+
+def local_float_mask(attention_mask, window):
+    positions = torch.arange(attention_mask.shape[-1])
+    band = ((positions[:, None] - positions[None, :]).abs() <= window).float()
+    return band * attention_mask[:, None, None, :]
+
+
+def local_inverted(attention_mask, window):
+    return ~local_attention_mask(attention_mask, window)
 
 
 def causal_attention(query, key, value, *, keep=lambda ones: ones.tril(), scale=True):
@@ -211,6 +266,20 @@ PLANTED = {
             (attention_mask_after_softmax, "before the softmax"),
             (attention_float_mask_as_bool, "added"),
             (attention_inverts_any_mask, "~ inverts bool tensors only"),
+        ],
+    ),
+    check_local_attention_mask: (
+        local_attention_mask,
+        [
+            (local_window_too_narrow, "<= window"),
+            (local_looks_back_only, "both ways"),
+            (local_ignores_padding, "padded keys receive attention"),
+            (local_masks_queries, "last axis"),
+            (local_masks_queries_and_keys, "block padded keys only"),
+            (local_assumes_right_padding, "padding may sit on the left"),
+            (local_without_head_axis, "head axis"),
+            (local_float_mask, "bool"),
+            (local_inverted, "inverted"),
         ],
     ),
     check_causal_attention: (

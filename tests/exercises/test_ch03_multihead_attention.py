@@ -13,6 +13,7 @@ from bertcourse.exercises import (
     check_merge_heads,
     check_multi_head_attention,
     check_split_heads,
+    check_split_qkv,
 )
 
 
@@ -43,6 +44,44 @@ def split_heads_features_before_tokens(x, num_heads):
 def split_heads_swapped_sizes(x, num_heads):
     batch, length, hidden = x.shape
     return x.reshape(batch, length, hidden // num_heads, num_heads).transpose(1, 2)
+
+
+def split_qkv(qkv, num_heads):
+    batch, length, width = qkv.shape
+    parts = qkv.reshape(batch, length, 3, num_heads, width // (3 * num_heads))
+    return tuple(parts.permute(2, 0, 3, 1, 4).unbind(0))
+
+
+def split_qkv_heads_first(qkv, num_heads):
+    batch, length, width = qkv.shape
+    parts = qkv.reshape(batch, length, num_heads, 3, width // (3 * num_heads))
+    return tuple(parts.permute(3, 0, 2, 1, 4).unbind(0))
+
+
+def split_qkv_interleaved_heads(qkv, num_heads):
+    batch, length, width = qkv.shape
+    parts = qkv.reshape(batch, length, 3, width // (3 * num_heads), num_heads)
+    return tuple(parts.permute(2, 0, 4, 1, 3).unbind(0))
+
+
+def split_qkv_straight_reshape(qkv, num_heads):
+    batch, length, width = qkv.shape
+    return tuple(qkv.reshape(3, batch, num_heads, length, width // (3 * num_heads)).unbind(0))
+
+
+def split_qkv_key_first(qkv, num_heads):
+    query, key, value = split_qkv(qkv, num_heads)
+    return key, query, value
+
+
+def split_qkv_heads_not_moved(qkv, num_heads):
+    batch, length, width = qkv.shape
+    query, key, value = qkv.chunk(3, dim=-1)
+    return tuple(t.reshape(batch, length, num_heads, -1) for t in (query, key, value))
+
+
+def split_qkv_one_tensor(qkv, num_heads):
+    return torch.stack(split_qkv(qkv, num_heads))
 
 
 def merge_heads(x):
@@ -158,6 +197,17 @@ PLANTED = {
             (merge_heads_interleaved, "end to end"),
             (merge_heads_not_flattened, "shape"),
             (merge_heads_summed, "shape"),
+        ],
+    ),
+    check_split_qkv: (
+        split_qkv,
+        [
+            (split_qkv_heads_first, "all the queries, then all the keys"),
+            (split_qkv_interleaved_heads, "contiguous chunk"),
+            (split_qkv_straight_reshape, "mixes tokens, heads and projections"),
+            (split_qkv_key_first, "first H columns are the queries"),
+            (split_qkv_heads_not_moved, "head axis moved"),
+            (split_qkv_one_tensor, "three tensors"),
         ],
     ),
     check_multi_head_attention: (

@@ -7,7 +7,7 @@ import torch
 from planted import PlantedBugs
 
 from bertcourse.data import mask_tokens as package_mask_tokens
-from bertcourse.exercises import ExerciseFailed, check_mask_tokens
+from bertcourse.exercises import ExerciseFailed, check_mask_tokens, check_whole_word_mask
 
 
 def mask_tokens(
@@ -107,9 +107,119 @@ MASKING_BUGS = [
 ]
 
 
+def mask_whole_words(
+    input_ids,
+    special_tokens_mask,
+    word_starts,
+    vocab_size,
+    mask_token_id,
+    mlm_probability=0.15,
+    generator=None,
+    *,
+    words="cumsum",
+    fixed_probability=None,
+    exclude_specials=True,
+    labels_from_inputs=False,
+    use_generator=True,
+):
+    """Whole-word masking as the exercise asks for it, with switches that plant one bug each."""
+    generator = generator if use_generator else None
+    probability = fixed_probability or mlm_probability
+    special = special_tokens_mask.bool()
+    shape = input_ids.shape
+    starts = (word_starts | special).long()
+    word_ids = starts.cumsum(dim=1) - 1  # (B, T): 0, 1, ... per row
+    if words == "exclusive_cumsum":  # a word's first piece numbered with the word before it
+        word_ids = (word_ids + 1 - starts).clamp(max=shape[1] - 1)
+    draws = torch.rand(shape, generator=generator)  # (B, T): one per word id
+    if words in ("cumsum", "exclusive_cumsum"):
+        chosen = draws.gather(1, word_ids) < probability
+    elif words == "per_token":  # word_starts ignored
+        chosen = draws < probability
+    elif words == "first_piece_only":  # the word's first piece, without the rest of the word
+        chosen = (draws < probability) & word_starts
+    elif words in ("any_piece", "all_pieces"):  # a word chosen if any / all of its pieces draw low
+        low = (draws < probability).long()
+        per_word = torch.zeros(shape, dtype=torch.long).scatter_add_(1, word_ids, low)
+        size = torch.zeros(shape, dtype=torch.long).scatter_add_(1, word_ids, torch.ones_like(low))
+        chosen_word = per_word > 0 if words == "any_piece" else per_word == size
+        chosen = chosen_word.gather(1, word_ids)
+    if exclude_specials:
+        chosen &= ~special
+    action = torch.rand(shape, generator=generator)  # (B, T): each piece on its own
+    to_mask = chosen & (action < 0.8)
+    to_random = chosen & (action >= 0.8) & (action < 0.9)
+    random_ids = torch.randint(vocab_size, shape, generator=generator)
+    inputs = torch.where(to_random, random_ids, input_ids.masked_fill(to_mask, mask_token_id))
+    source = inputs if labels_from_inputs else input_ids
+    return inputs, source.masked_fill(~chosen, -100)
+
+
+def package_whole_word_mask(
+    input_ids,
+    special_tokens_mask,
+    word_starts,
+    vocab_size,
+    mask_token_id,
+    mlm_probability=0.15,
+    generator=None,
+):
+    """bertcourse.data.mask_tokens with word_starts: a running maximum over word starts."""
+    return package_mask_tokens(
+        input_ids,
+        special_tokens_mask,
+        vocab_size,
+        mask_token_id,
+        mlm_probability,
+        generator,
+        word_starts=word_starts,
+    )
+
+
+def whole_word_bug(name, **bug):
+    """mask_whole_words with one bug planted, under a name that says which."""
+
+    def masking(
+        input_ids,
+        special_tokens_mask,
+        word_starts,
+        vocab_size,
+        mask_token_id,
+        mlm_probability=0.15,
+        generator=None,
+    ):
+        return mask_whole_words(
+            input_ids,
+            special_tokens_mask,
+            word_starts,
+            vocab_size,
+            mask_token_id,
+            mlm_probability,
+            generator,
+            **bug,
+        )
+
+    masking.__name__ = masking.__qualname__ = name
+    return masking
+
+
+WHOLE_WORD_BUGS = [
+    (whole_word_bug("draws_per_token", words="per_token"), "once per word"),
+    (whole_word_bug("first_piece_only", words="first_piece_only"), "not only its first piece"),
+    (whole_word_bug("word_numbers_off_by_one", words="exclusive_cumsum"), "how you number"),
+    (whole_word_bug("any_piece_chooses_the_word", words="any_piece"), "any of its pieces"),
+    (whole_word_bug("all_pieces_must_draw_low", words="all_pieces"), "all of its pieces"),
+    (whole_word_bug("ignores_mlm_probability", fixed_probability=0.15), "mlm_probability argument"),
+    (whole_word_bug("chooses_specials", exclude_specials=False), "special_tokens_mask is True"),
+    (whole_word_bug("labels_from_corrupted_inputs", labels_from_inputs=True), "original token id"),
+    (whole_word_bug("ignores_generator", use_generator=False), "`generator` argument"),
+]
+
+
 # checker -> (reference solution, [(planted bug, word its hint must contain), ...])
 PLANTED = {
     check_mask_tokens: (mask_tokens, MASKING_BUGS),
+    check_whole_word_mask: (mask_whole_words, WHOLE_WORD_BUGS),
 }
 
 
@@ -162,4 +272,36 @@ def test_check_mask_tokens_leaves_the_global_random_state_alone():
     with pytest.raises(ExerciseFailed):
         check_mask_tokens(masking_bug("ignores_generator", use_generator=False))
     check_mask_tokens(mask_tokens)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.parametrize(
+    "solution", [mask_whole_words, package_whole_word_mask], ids=lambda f: f.__name__
+)
+def test_check_whole_word_mask_passes_correct_masking(solution, capsys):
+    assert check_whole_word_mask(solution) is True
+    assert capsys.readouterr().out.strip() == "✓ check_whole_word_mask: all 6 cases passed"
+
+
+def test_check_whole_word_mask_rejects_token_level_masking():
+    def token_level(
+        input_ids,
+        special_tokens_mask,
+        word_starts,
+        vocab_size,
+        mask_token_id,
+        mlm_probability=0.15,
+        generator=None,
+    ):
+        return mask_tokens(
+            input_ids, special_tokens_mask, vocab_size, mask_token_id, mlm_probability, generator
+        )
+
+    with pytest.raises(ExerciseFailed, match="only partly chosen"):
+        check_whole_word_mask(token_level)
+
+
+def test_check_whole_word_mask_leaves_the_global_random_state_alone():
+    state = torch.random.get_rng_state()
+    check_whole_word_mask(mask_whole_words)
     assert torch.equal(torch.random.get_rng_state(), state)

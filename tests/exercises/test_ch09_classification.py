@@ -1,4 +1,5 @@
-"""Chapter 9: the classification-head and macro-F1 checkers, their solutions and planted bugs."""
+"""Chapter 9: the classification-head, class-weighted-head and macro-F1 checkers, their solutions
+and planted bugs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import torch
 import torch.nn.functional as F
 from planted import PlantedBugs
 
-from bertcourse.exercises import check_classification_head, check_macro_f1
+from bertcourse.exercises import (
+    check_class_weighted_head,
+    check_classification_head,
+    check_macro_f1,
+)
 from bertcourse.metrics import classification_report
 
 
@@ -84,6 +89,76 @@ HEAD_BUGS = [
 ]
 
 
+def class_weighted_head(pooled_output, weight, bias, labels, class_counts):
+    """The chapter's solution: each example weighed by its class's N / (C * n_c), weighted mean."""
+    logits = pooled_output @ weight.T + bias
+    counts = torch.as_tensor(class_counts, dtype=logits.dtype)
+    class_weights = counts.sum() / (len(counts) * counts)
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    example_weights = class_weights[labels]
+    return logits, (example_weights * losses).sum() / example_weights.sum()
+
+
+def class_weighted_head_by_torch(pooled_output, weight, bias, labels, class_counts):
+    """Another correct answer: F.cross_entropy's weight argument, with weights 1 / n_c."""
+    logits = pooled_output @ weight.T + bias
+    class_weights = 1 / torch.tensor(class_counts, dtype=logits.dtype)  # the scale cancels
+    return logits, F.cross_entropy(logits, labels, weight=class_weights)
+
+
+def weighted_head_unweighted(pooled_output, weight, bias, labels, class_counts):
+    return classification_head(pooled_output, weight, bias, labels)
+
+
+def weighted_head_frequent_classes_heavier(pooled_output, weight, bias, labels, class_counts):
+    logits = pooled_output @ weight.T + bias
+    class_weights = torch.tensor(class_counts, dtype=logits.dtype)
+    return logits, F.cross_entropy(logits, labels, weight=class_weights)
+
+
+def weighted_head_mean_over_batch(pooled_output, weight, bias, labels, class_counts):
+    logits = pooled_output @ weight.T + bias
+    counts = torch.tensor(class_counts, dtype=logits.dtype)
+    class_weights = counts.sum() / (len(counts) * counts)
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    return logits, (class_weights[labels] * losses).mean()
+
+
+def weighted_head_by_prediction(pooled_output, weight, bias, labels, class_counts):
+    logits = pooled_output @ weight.T + bias
+    counts = torch.tensor(class_counts, dtype=logits.dtype)
+    example_weights = (counts.sum() / (len(counts) * counts))[logits.argmax(-1)]
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    return logits, (example_weights * losses).sum() / example_weights.sum()
+
+
+def weighted_head_softmax_first(pooled_output, weight, bias, labels, class_counts):
+    logits = pooled_output @ weight.T + bias
+    class_weights = 1 / torch.tensor(class_counts, dtype=logits.dtype)
+    return logits, F.cross_entropy(logits.softmax(-1), labels, weight=class_weights)
+
+
+def weighted_head_without_bias(pooled_output, weight, bias, labels, class_counts):
+    return class_weighted_head(pooled_output, weight, torch.zeros_like(bias), labels, class_counts)
+
+
+def weighted_head_loss_per_example(pooled_output, weight, bias, labels, class_counts):
+    logits = pooled_output @ weight.T + bias
+    class_weights = 1 / torch.tensor(class_counts, dtype=logits.dtype)
+    return logits, F.cross_entropy(logits, labels, weight=class_weights, reduction="none")
+
+
+WEIGHTED_HEAD_BUGS = [
+    (weighted_head_unweighted, "class_counts is not used"),
+    (weighted_head_frequent_classes_heavier, "upside down"),
+    (weighted_head_mean_over_batch, "sum of the weights"),
+    (weighted_head_by_prediction, "*true* class"),
+    (weighted_head_softmax_first, "raw logits"),
+    (weighted_head_without_bias, "bias is missing"),
+    (weighted_head_loss_per_example, "one number"),
+]
+
+
 def macro_f1(labels, predictions, num_labels):
     f1_scores = []
     for c in range(num_labels):
@@ -150,6 +225,7 @@ MACRO_F1_BUGS = [
 # checker -> (reference solution, [(planted bug, word its hint must contain), ...])
 PLANTED = {
     check_classification_head: (classification_head, HEAD_BUGS),
+    check_class_weighted_head: (class_weighted_head, WEIGHTED_HEAD_BUGS),
     check_macro_f1: (macro_f1, MACRO_F1_BUGS),
 }
 
@@ -163,6 +239,8 @@ class TestPlantedBugs(PlantedBugs):
     [
         (check_classification_head, classification_head),
         (check_classification_head, classification_head_as_module),
+        (check_class_weighted_head, class_weighted_head),
+        (check_class_weighted_head, class_weighted_head_by_torch),
         (check_macro_f1, macro_f1),
         (check_macro_f1, macro_f1_by_report),
     ],

@@ -169,3 +169,24 @@ def test_segment_ids_match_the_tokenizers():
         _segment_ids(encoded["input_ids"], tokenizer.sep_token_id, tokenizer.pad_token_id),
         encoded["token_type_ids"],
     )
+
+
+@pytest.mark.parametrize(
+    ("length_a", "length_b", "max_length"),
+    [(9, 9, 12), (12, 30, 16), (30, 12, 16), (1, 1, 4), (20, 20, 16), (4, 40, 20)],
+)
+def test_pair_reference_truncates_as_transformers(length_a, length_b, max_length):
+    """Odd rooms and ties included: the odd token goes to the longer side, to B on a tie."""
+    transformers = pytest.importorskip("transformers")
+    from bertcourse.exercises.ch10_sentence_pairs import _pair_encoding
+    from bertcourse.hf import minilm_path
+
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_path())
+    text_a, text_b = " ".join(["a"] * length_a), " ".join(["b"] * length_b)
+    expected = hf_tokenizer(text_a, text_b, truncation="longest_first", max_length=max_length)
+    ids_a = hf_tokenizer.convert_tokens_to_ids(["a"] * length_a)
+    ids_b = hf_tokenizer.convert_tokens_to_ids(["b"] * length_b)
+    ids, segments = _pair_encoding(
+        ids_a, ids_b, max_length, hf_tokenizer.cls_token_id, hf_tokenizer.sep_token_id
+    )
+    assert ids == expected["input_ids"] and segments == expected["token_type_ids"]
