@@ -65,6 +65,25 @@ def figure_width_problems(page_name: str, html_dir: Path, sources: set[str]) -> 
     ]
 
 
+def offline_and_launch_problems(page_name: str, html_dir: Path, html: str) -> list[str]:
+    """Math rendered by the book's own MathJax (offline too); Colab opens the student edition."""
+    problems = []
+    if "cdn.jsdelivr.net/npm/mathjax" in html or "_static/mathjax/tex-mml-chtml.js" not in html:
+        problems.append(
+            f"{page_name} does not load the book's own MathJax (_static/mathjax): offline, its "
+            "math shows as raw LaTeX; is book/_ext/offline_mathjax.py in _config.yml?"
+        )
+    elif not (html_dir / "_static" / "mathjax" / "tex-mml-chtml.js").is_file():
+        problems.append(f"{page_name} loads _static/mathjax/tex-mml-chtml.js, which is missing")
+    colab = re.findall(r'href="(https://colab\.research\.google\.com/[^"]+)"', html)
+    if colab and not any("/student/notebooks/" in link for link in colab):
+        problems.append(
+            f"{page_name}: the Colab button opens the solutions, not student/notebooks: is "
+            "book/_ext/student_launch.py in _config.yml?"
+        )
+    return problems
+
+
 def check(html_dir: Path) -> list[str]:
     problems = []
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -85,6 +104,7 @@ def check(html_dir: Path) -> list[str]:
                 "do the notebook's plots render inline (no MPLBACKEND=Agg in the environment)?"
             )
         problems.extend(figure_width_problems(page.name, html_dir, figures))
+        problems.extend(offline_and_launch_problems(page.name, html_dir, html))
         problems.extend(live_result_problems(page.name, html))
         for marker in ERROR_MARKERS:
             if marker in html:

@@ -4,14 +4,18 @@
     python scripts/render_pages.py --dark --pages notebooks/02_attention
     python scripts/render_pages.py --mathjax ~/mathjax/es5      # typeset formulas offline
 
-Formulas are typeset by MathJax, which the pages load from a CDN; offline they stay as LaTeX
-source unless --mathjax points at a local copy (`npm install mathjax@3` gives one in
-node_modules/mathjax/es5). Each page is captured from its top, `--height` pixels tall.
+The book serves its own MathJax (book/_ext/offline_mathjax.py), so formulas are typeset
+offline; --mathjax is for a book built without it. Each page is captured from its top,
+`--height` pixels tall. With --overflow, each page's code and output blocks wider than the
+column (a horizontal scrollbar) are listed too.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -65,6 +69,38 @@ def prepared_copy(html_dir: Path, dark: bool, mathjax: Path | None) -> Path:
     return copy
 
 
+# Run in each page once it has loaded: the code and output blocks wider than the column (a
+# horizontal scrollbar), written into the page for --dump-dom to read.
+OVERFLOW_REPORT = """<script>window.addEventListener("load", () => setTimeout(() => {
+  const wide = [...document.querySelectorAll(".bd-article pre")]
+    .filter((pre) => pre.scrollWidth > pre.clientWidth + 1)
+    .map((pre) => pre.textContent.split("\\n").reduce((a, b) => (b.length > a.length ? b : a), ""));
+  const report = document.createElement("pre");
+  report.id = "overflow-report";
+  report.textContent = JSON.stringify(wide);
+  document.body.appendChild(report);
+}, 500));</script>"""
+
+
+def overflowing_blocks(browser: str, page: Path, width: int) -> list[str]:
+    """The longest line of each code or output block of `page` that does not fit its column."""
+    copy = page.with_name(f".overflow-{page.name}")
+    copy.write_text(
+        page.read_text(encoding="utf-8").replace("</body>", OVERFLOW_REPORT + "</body>")
+    )
+    with tempfile.TemporaryDirectory(prefix="bertcourse-chromium-") as profile:
+        command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                   "--allow-file-access-from-files", "--virtual-time-budget=8000",
+                   f"--user-data-dir={profile}", f"--window-size={width},1200", "--dump-dom",
+                   copy.as_uri()]  # fmt: skip
+        dom = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+    copy.unlink()
+    found = re.search(r'<pre id="overflow-report">(.*?)</pre>', dom.stdout, re.S)
+    if found is None:
+        raise RuntimeError(f"{page.name}: the overflow report did not run")
+    return json.loads(html.unescape(found.group(1)))
+
+
 def render(browser: str, page: Path, output: Path, width: int, height: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bertcourse-chromium-") as profile:
         command = [
@@ -95,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mathjax", type=Path, help="a local MathJax es5 folder, for offline use")
     parser.add_argument("--width", type=int, default=1300)
     parser.add_argument("--height", type=int, default=2400)
+    parser.add_argument(
+        "--overflow", action="store_true",
+        help="also list the code and output blocks wider than the column (exit 1 if any)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not (args.html / "index.html").is_file():
         raise SystemExit(f"No built book in {args.html}: run `make book` first.")
@@ -105,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     browser = find_browser()
     site = prepared_copy(args.html, args.dark, args.mathjax)
     args.out.mkdir(parents=True, exist_ok=True)
+    overflowing = 0
     for name in args.pages:
         page = site / f"{name}.html"
         if not page.is_file():
@@ -113,8 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         output = args.out / f"{name.replace('/', '_')}{'_dark' if args.dark else ''}.png"
         render(browser, page, output, args.width, args.height)
         print(f"{output}")
+        if args.overflow:
+            wide = overflowing_blocks(browser, page, args.width)
+            overflowing += len(wide)
+            for line in wide:
+                print(f"  wider than the column ({len(line)} characters): {line.strip()[:70]}")
     shutil.rmtree(site.parent, ignore_errors=True)
-    return 0
+    return 1 if overflowing else 0
 
 
 if __name__ == "__main__":

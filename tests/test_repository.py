@@ -133,13 +133,16 @@ def _check_book_module():
     return check_book
 
 
-FIGURES = '<img src="../_images/aa.png"><img src="../_images/bb.png">'
+MATHJAX = '<script src="../_static/mathjax/tex-mml-chtml.js"></script>'
+FIGURES = '<img src="../_images/aa.png"><img src="../_images/bb.png">' + MATHJAX
 
 
 def _write_figures(html_dir, widths=(700, 760)):
-    """The two figures FIGURES shows, as PNGs of the given pixel widths."""
+    """The two figures FIGURES shows, as PNGs of the given pixel widths, and its MathJax."""
     from PIL import Image
 
+    (html_dir / "_static" / "mathjax").mkdir(parents=True, exist_ok=True)
+    (html_dir / "_static" / "mathjax" / "tex-mml-chtml.js").write_text("/* MathJax */")
     (html_dir / "_images").mkdir(exist_ok=True)
     for name, width in zip(("aa", "bb"), widths, strict=True):
         Image.new("RGB", (width, 300), "white").save(html_dir / "_images" / f"{name}.png")
@@ -154,7 +157,9 @@ def test_book_check_flags_pages_without_figures(tmp_path):
     pages.mkdir()
     _write_figures(tmp_path)
     for i, path in enumerate(NOTEBOOKS):
-        (pages / f"{path.stem}.html").write_text(f"<html>{'' if i == 0 else FIGURES}{LIVE}</html>")
+        (pages / f"{path.stem}.html").write_text(
+            f"<html>{MATHJAX if i == 0 else FIGURES}{LIVE}</html>"
+        )
     problems = check_book.check(tmp_path)
     assert len(problems) == 1 and NOTEBOOKS[0].stem in problems[0] and "0 figure(s)" in problems[0]
     (pages / f"{NOTEBOOKS[1].stem}.html").write_text(
@@ -173,6 +178,28 @@ def test_book_check_flags_figures_wider_than_the_column(tmp_path):
     problems = check_book.check(tmp_path)
     assert len(problems) == len(NOTEBOOKS)
     assert all("bb.png (1290 px)" in problem and "aa.png" not in problem for problem in problems)
+
+
+def test_book_check_flags_cdn_mathjax_and_colab_links_to_the_solutions(tmp_path):
+    check_book = _check_book_module()
+    pages = tmp_path / "notebooks"
+    pages.mkdir()
+    _write_figures(tmp_path)
+    colab = "https://colab.research.google.com/github/o/r/blob/main/{}notebooks/x.ipynb"
+    for path in NOTEBOOKS:
+        (pages / f"{path.stem}.html").write_text(
+            f'<html>{FIGURES}{LIVE}<a href="{colab.format("student/")}"></a>'
+            f'<a href="{colab.format("")}"></a></html>'
+        )
+    assert check_book.check(tmp_path) == []
+    cdn = '<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>'
+    first, second = NOTEBOOKS[0], NOTEBOOKS[1]
+    (pages / f"{first.stem}.html").write_text(FIGURES.replace(MATHJAX, cdn) + LIVE)
+    (pages / f"{second.stem}.html").write_text(f'{FIGURES}{LIVE}<a href="{colab.format("")}"></a>')
+    problems = check_book.check(tmp_path)
+    assert len(problems) == 2
+    assert first.stem in problems[0] and "raw LaTeX" in problems[0]
+    assert second.stem in problems[1] and "opens the solutions" in problems[1]
 
 
 def test_book_check_flags_live_results_at_chance(tmp_path):

@@ -34,8 +34,8 @@ def _student_links(app, pagename, templatename, context, doctree) -> None:
                                 "tooltip": "Open the exercises without solutions on Colab"})  # fmt: skip
                 buttons.append({**button, "text": "Colab (solutions)", "url": url,
                                 "tooltip": "Open this chapter with its solutions on Colab"})  # fmt: skip
-            elif button.get("text") == "Binder":
-                student = student.replace("/notebooks/", f"/{STUDENT_DIR}/", 1)
+            elif button.get("text") == "Binder":  # ...?urlpath=tree/notebooks/NAME.ipynb
+                student = url.replace("/notebooks/", f"/{STUDENT_DIR}/", 1)
                 buttons.append({**button, "text": "Binder (student)", "url": student})
             else:
                 buttons.append(button)
