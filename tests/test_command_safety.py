@@ -353,8 +353,11 @@ sys.path.insert(0, "tests")
 import bertcourse.commands.finetune as finetune
 from bertcourse import commands
 
+# As in a terminal: a process started in the background (CI) inherits SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 def ctrl_c(*args, **kwargs):  # the reader presses Ctrl-C while the report's plots are drawn
-    os.kill(os.getpid(), signal.SIGINT)
+    signal.raise_signal(signal.SIGINT)
 
 finetune.plot_confusion_matrix = ctrl_c
 sys.exit(commands.main(sys.argv[1:]))
