@@ -230,16 +230,7 @@ def _run_cases(
     name = getattr(fn, "__name__", "your function")
     for number, case in enumerate(cases, 1):
         where = f"case {number} of {len(cases)}: {case.description}"
-        try:
-            got = _call(fn, case)
-        except ExerciseFailed:
-            raise
-        except NotImplementedError as error:
-            if _is_stub(error):
-                raise _not_implemented(error, name) from None
-            raise _raised(check_name, where, name, error) from None
-        except Exception as error:  # the learner's code failed: name the case and the error
-            raise _raised(check_name, where, name, error) from None
+        got = _learners_answer(check_name, where, name, lambda case=case: _call(fn, case))
         try:
             problem = compare(case.expected, got)
         except Exception as error:  # an answer too strange to compare
@@ -255,6 +246,21 @@ def _run_cases(
         raise ExerciseFailed(f"{_header(check_name, where)}\n{lines}\nHINT: {hint}")
     print(f"✓ {check_name}: all {len(cases)} cases passed")
     return True
+
+
+def _learners_answer(check_name: str, where: str, name: str, call: Callable[[], Any]) -> Any:
+    """call() runs the learner's function `name`; a stub or an error it raises becomes the
+    checker's report (Not implemented yet, or the case and the error), not a traceback."""
+    try:
+        return call()
+    except ExerciseFailed:
+        raise
+    except NotImplementedError as error:
+        if _is_stub(error):
+            raise _not_implemented(error, name) from None
+        raise _raised(check_name, where, name, error) from None
+    except Exception as error:  # the learner's code failed: name the case and the error
+        raise _raised(check_name, where, name, error) from None
 
 
 def _raised(check_name: str, where: str, name: str, error: Exception) -> ExerciseFailed:

@@ -28,9 +28,7 @@ from ._grading import (
     Case,
     ExerciseFailed,
     Mistake,
-    _is_stub,
-    _not_implemented,
-    _raised,
+    _learners_answer,
     _random,
     _real_tokens,
     _run_cases,
@@ -125,16 +123,7 @@ def grade_diagnosis(model: str, answer: Any) -> bool:
     where = f"model {model}"
     if callable(answer):
         name = getattr(answer, "__name__", "your function")
-        try:
-            answer = answer()
-        except ExerciseFailed:
-            raise
-        except NotImplementedError as error:
-            if _is_stub(error):
-                raise _not_implemented(error, name) from None
-            raise _raised(check_name, where, name, error) from None
-        except Exception as error:
-            raise _raised(check_name, where, name, error) from None
+        answer = _learners_answer(check_name, where, name, answer)
     problem, hint = _diagnosis_problem(model, answer)
     if problem:
         raise ExerciseFailed(f"✗ {check_name}: {where}\n  {problem}\nHINT: {hint}")
