@@ -9,18 +9,20 @@ One module per idea, each re-exported here, so `from bertcourse.data import mask
 - `corpus`: corpora by name or path: offline, hub, local files; tables;
 - `labelled`: labelled classification data (offline tasks, SST-2, IMDB, files), tokenizing;
 - `pretraining`: masking for MLM, sentence pairs for NSP, the pretraining collator;
-- `tasks`: the offline NER and question answering tasks, `QAExample`.
+- `tasks`: the offline NER and question answering tasks, `QAExample`;
+- `retrieval`: query → passage pairs for semantic search (offline docstrings, files, BEIR).
 
 Imports point down this list: `offline` uses `text` and `documents`, `corpus` uses
-`offline`; `labelled`, `pretraining` and `tasks` use those above them.
+`offline`; `labelled`, `pretraining`, `tasks` and `retrieval` use those above them.
 """
 
-from . import corpus, documents, labelled, offline, pretraining, tasks, text
+from . import corpus, documents, labelled, offline, pretraining, retrieval, tasks, text
 from .corpus import *  # noqa: F403
 from .documents import *  # noqa: F403
 from .labelled import *  # noqa: F403
 from .offline import *  # noqa: F403
 from .pretraining import *  # noqa: F403
+from .retrieval import *  # noqa: F403
 from .tasks import *  # noqa: F403
 from .text import *  # noqa: F403
 
@@ -32,4 +34,5 @@ __all__ = [
     *labelled.__all__,
     *pretraining.__all__,
     *tasks.__all__,
+    *retrieval.__all__,
 ]
