@@ -1,16 +1,18 @@
-"""`python -m bertcourse finetune`: fine-tune a classifier on a CSV/TSV file.
+"""`python -m bertcourse finetune`: fine-tune a classifier, or a sentence encoder for search.
 
-Reads the files, starts from --init (MiniLM, a course run, a hub name or random
-weights), trains with BERT's fine-tuning recipe, keeps the best evaluation's
-weights, and writes metrics.json, a confusion matrix, training curves and a
-transformers directory that `pipeline("text-classification")` loads.
+--task classification (the default) reads a CSV/TSV file of labelled texts, starts from --init
+(MiniLM, a course run, a hub name or random weights), trains with BERT's fine-tuning recipe,
+keeps the best evaluation's weights, and writes metrics.json, a confusion matrix, training
+curves and a transformers directory that `pipeline("text-classification")` loads.
+
+--task embedding trains on query -> passage pairs instead (`bertcourse.commands.embedding`).
+Both tasks share this parser: the options of one task are refused for the other.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
 import sys
 import time
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from accelerate import PartialState
 
 from ..data import LabelledData, load_classification
+from ..embeddings import DEFAULT_SCALE, POOLINGS
 from ..files import atomic_save_file
 from ..finetune import (
     DEFAULT_BATCH_SIZE,
@@ -40,8 +43,10 @@ from ..finetune import (
 from ..hf import export_for_transformers
 from ..metrics import classification_report
 from ..model import BertForSequenceClassification
-from ..training import BEST_DIR, LOG_CSV, TrainingArguments, TrainResult, load_model_weights, train
+from ..training import BEST_DIR, LOG_CSV, TrainResult, load_model_weights, train
 from ..viz import plot_confusion_matrix, plot_training_curves
+from .embedding import train_embedding
+from .finetune_common import INIT_HINT, training_arguments
 from .options import (
     about_option,
     fraction,
@@ -54,47 +59,159 @@ from .rundir import check_output_dir, take_output_dir
 
 __all__ = [
     "FINETUNE_ARTEFACTS",
+    "TASK_OPTIONS",
+    "EMBEDDING_EPOCHS",
+    "EMBEDDING_MAX_STEPS",
     "build_parser",
     "load_task_data",
     "main",
     "training_arguments",
 ]
 
-INIT_HINT = (
-    "--init minilm, course-tiny, random:course-tiny, or a folder with config.json, "
-    "model.safetensors and vocab.txt (a run's model/ or final/)."
-)
 SENTENCES_HELD_OUT = 1_000  # --holdout sentences: about the size of GLUE's SST-2 dev set (872)
 # What the command writes in --out besides the engine's checkpoints, best weights and logs.
 FINETUNE_ARTEFACTS = ("model", "metrics.json", "confusion_matrix.png", "training_curves.png")
+# A sentence encoder learns from one pass over the pairs; 150 steps of 32 pairs take a few
+# minutes on a laptop CPU with MiniLM.
+EMBEDDING_EPOCHS = 1
+EMBEDDING_MAX_STEPS = 150
+# The options only one task reads, with that task's defaults. They are parsed with the default
+# None, so that an option given for the other task is seen, and refused, not silently ignored.
+TASK_OPTIONS = {
+    "classification": {
+        "holdout": "stratified",
+        "text_column": "sentence",
+        "text_pair_column": None,
+        "label_column": "label",
+        "max_length": 128,
+    },
+    "embedding": {
+        "query_column": "query",
+        "passage_column": "passage",
+        "pooling": "mean",
+        "scale": DEFAULT_SCALE,
+        "query_max_length": 64,
+        "passage_max_length": 256,
+    },
+}
+# Options both tasks read, each with a default of its own.
+TASK_DEFAULTS = {
+    "epochs": {"classification": DEFAULT_EPOCHS, "embedding": EMBEDDING_EPOCHS},
+    "max_steps": {"classification": DEFAULT_MAX_STEPS, "embedding": EMBEDDING_MAX_STEPS},
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+class _TaskParser(argparse.ArgumentParser):
+    """Fills in the chosen task's defaults after parsing, and refuses the other task's options."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        options, rest = super().parse_known_args(args, namespace)
+        task = options.task
+        for name, defaults in TASK_DEFAULTS.items():
+            if getattr(options, name) is None:
+                setattr(options, name, defaults[task])
+        wrong = []
+        for owner, defaults in TASK_OPTIONS.items():
+            for name, default in defaults.items():
+                given = getattr(options, name) is not None
+                if owner != task:
+                    wrong += [_flag(name)] if given else []
+                    delattr(options, name)  # not part of this task's run
+                elif not given:
+                    setattr(options, name, default)
+        if wrong:
+            other = next(owner for owner in TASK_OPTIONS if owner != task)
+            one = len(wrong) == 1
+            self.error(
+                f"{', '.join(wrong)} {'is an option' if one else 'are options'} of --task "
+                f"{other}, not of --task {task}: leave {'it' if one else 'them'} out, or choose "
+                f"--task {other}."
+            )
+        if task == "embedding" and options.batch_size < 2:
+            self.error(
+                f"argument --batch-size: {options.batch_size}: --task embedding needs 2 pairs or "
+                "more per batch (the other pairs' passages are each query's wrong answers)."
+            )
+        return options, rest
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _TaskParser(
         prog="python -m bertcourse finetune",
         description="Fine-tune a BERT for text classification (single texts or pairs) on a CSV/TSV "
         "file, evaluate it each epoch, keep the best checkpoint, and write metrics.json, a "
-        "confusion matrix and a transformers directory.",
+        "confusion matrix and a transformers directory. With --task embedding, train a sentence "
+        "encoder for semantic search on query -> passage pairs (a CSV/TSV file, or the offline "
+        "docstring task), report held-out recall@k, MRR@10 and nDCG@10 before and after, and "
+        "write a folder that sentence_transformers.SentenceTransformer loads.",
     )
-    parser.add_argument("--task", default="classification", choices=["classification"])
-    parser.add_argument("--train", required=True, help="training file, .csv or .tsv with a header")
     parser.add_argument(
-        "--holdout",
-        choices=["stratified", "sentences"],
-        default="stratified",
-        help="without --valid, what of --train is held out: a stratified 10%% of the rows, or "
-        "1,000 whole sentences and every row that is part of one (for phrase-level files such as "
-        "SST-2's, whose rows include the sub-phrases of each sentence: a random row would "
-        "usually sit inside a training row) (default %(default)s)",
+        "--task",
+        default="classification",
+        choices=["classification", "embedding"],
+        help="classification: labelled texts -> a classifier (default); embedding: query -> "
+        "passage pairs -> a sentence encoder trained with in-batch negatives",
+    )
+    parser.add_argument(
+        "--train",
+        required=True,
+        help="training file, .csv or .tsv with a header; for --task embedding also 'offline' "
+        "(docstring summaries -> the rest of the docstrings, built from the installed packages) "
+        "or 'offline-large'",
     )
     parser.add_argument(
         "--valid",
-        help="validation file (same columns); without it, part of --train is held out (--holdout)",
+        help="validation file (same columns); without it, part of --train is held out (--holdout "
+        "for classification, a seeded 10%% of the pairs for embedding, the test split for "
+        "'offline')",
     )
-    parser.add_argument("--text-column", default="sentence")
-    parser.add_argument("--text-pair-column", help="second text of a sentence-pair task")
-    parser.add_argument("--label-column", default="label")
-    parser.add_argument(
+    classification = parser.add_argument_group("--task classification (the default)")
+    classification.add_argument(
+        "--holdout",
+        choices=["stratified", "sentences"],
+        help="without --valid, what of --train is held out: a stratified 10%% of the rows, or "
+        "1,000 whole sentences and every row that is part of one (for phrase-level files such as "
+        "SST-2's, whose rows include the sub-phrases of each sentence: a random row would "
+        "usually sit inside a training row) (default stratified)",
+    )
+    classification.add_argument("--text-column", help="column of the texts (default sentence)")
+    classification.add_argument("--text-pair-column", help="second text of a sentence-pair task")
+    classification.add_argument("--label-column", help="column of the labels (default label)")
+    classification.add_argument(
+        "--max-length", type=positive_int, help="tokens per example, at most (default 128)"
+    )
+    embedding = parser.add_argument_group("--task embedding")
+    embedding.add_argument("--query-column", help="column of the queries (default query)")
+    embedding.add_argument(
+        "--passage-column",
+        help="column of the passages, each the answer to its row's query (default passage)",
+    )
+    embedding.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        help="how token vectors become one text vector: their mean over the real tokens, the "
+        "[CLS] vector, or their maximum (default mean)",
+    )
+    embedding.add_argument(
+        "--scale",
+        type=positive_float,
+        help="cosine similarities are multiplied by this before the softmax: 1 / temperature "
+        f"(default {DEFAULT_SCALE:g}, as sentence-transformers)",
+    )
+    embedding.add_argument(
+        "--query-max-length", type=positive_int, help="tokens per query, at most (default 64)"
+    )
+    embedding.add_argument(
+        "--passage-max-length",
+        type=positive_int,
+        help="tokens per passage, at most (default 256)",
+    )
+    training = parser.add_argument_group("both tasks")
+    training.add_argument(
         "--init",
         default="minilm",
         help="minilm (offline), course-tiny (the course's own pretrained BERT, offline), a hub "
@@ -102,34 +219,41 @@ def build_parser() -> argparse.ArgumentParser:
         "random:<any of those> (that model's shape and vocabulary, no pretraining; 'random' is "
         "random:minilm)",
     )
-    parser.add_argument("--epochs", type=positive_float, default=DEFAULT_EPOCHS)
-    parser.add_argument(
+    training.add_argument(
+        "--epochs",
+        type=positive_float,
+        help=f"(default {DEFAULT_EPOCHS}; {EMBEDDING_EPOCHS} for --task embedding)",
+    )
+    training.add_argument(
         "--max-steps",
         type=non_negative_int,
-        default=DEFAULT_MAX_STEPS,
         help="stop after at most this many steps even if --epochs are not done (default "
-        f"{DEFAULT_MAX_STEPS}: minutes on a laptop CPU; 0 for no cap)",
+        f"{DEFAULT_MAX_STEPS}, {EMBEDDING_MAX_STEPS} for --task embedding: minutes on a laptop "
+        "CPU; 0 for no cap)",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--lr", type=positive_float, default=DEFAULT_LEARNING_RATE)
-    parser.add_argument("--warmup-ratio", type=fraction, default=DEFAULT_WARMUP_RATIO)
-    parser.add_argument("--weight-decay", type=non_negative_float, default=0.01)
-    parser.add_argument(
-        "--max-length", type=positive_int, default=128, help="tokens per example, at most"
+    training.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help="examples per step (default %(default)s); for --task embedding also each query's "
+        "candidates: its own passage and the batch's other passages as wrong answers",
     )
-    parser.add_argument(
+    training.add_argument("--lr", type=positive_float, default=DEFAULT_LEARNING_RATE)
+    training.add_argument("--warmup-ratio", type=fraction, default=DEFAULT_WARMUP_RATIO)
+    training.add_argument("--weight-decay", type=non_negative_float, default=0.01)
+    training.add_argument(
         "--no-group-by-length",
         dest="group_by_length",
         action="store_false",
         help="random batches instead of batches of similar length (more padding, slower)",
     )
-    parser.add_argument("--evals-per-epoch", type=positive_int, default=1)
-    parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
-    parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--overwrite", action="store_true", help="start over in --out")
-    parser.add_argument("--no-progress", dest="show_progress", action="store_false")
+    training.add_argument("--evals-per-epoch", type=positive_int, default=1)
+    training.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    training.add_argument("--seed", type=non_negative_int, default=0)
+    training.add_argument("--out", required=True, help="output directory")
+    training.add_argument("--resume", action="store_true", help="continue the run in --out")
+    training.add_argument("--overwrite", action="store_true", help="start over in --out")
+    training.add_argument("--no-progress", dest="show_progress", action="store_false")
     return parser
 
 
@@ -166,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     out = Path(options.out)
     check_output_dir(out, "finetune")  # before reading anything
+    if options.task == "embedding":
+        return train_embedding(options)
     train_data, valid_data = load_task_data(options)
     with about_option("--init", options.init, INIT_HINT):
         model, tokenizer = load_for_task(
@@ -204,44 +330,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if PartialState().is_main_process:
         _finish_finetuning(result, valid_data, valid_examples, tokenizer, out, options)
     return 0
-
-
-def training_arguments(options: argparse.Namespace, num_examples: int) -> TrainingArguments:
-    """The engine's arguments: --epochs capped at --max-steps, evaluation each epoch and twice at least."""
-    steps_per_epoch = num_examples // options.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"{num_examples} training examples are fewer than one batch of "
-            f"{options.batch_size}: lower --batch-size."
-        )
-    max_steps = max(1, math.ceil(options.epochs * steps_per_epoch))
-    if options.max_steps:
-        if options.max_steps < max_steps:
-            print(
-                f"Stopping after {options.max_steps:,} steps ({options.max_steps / steps_per_epoch:.2f} "
-                f"epochs) instead of {options.epochs:g} epochs ({max_steps:,} steps): pass "
-                "--max-steps 0 to train all epochs."
-            )
-        max_steps = min(max_steps, options.max_steps)
-    eval_every = max(1, min(steps_per_epoch // options.evals_per_epoch, max_steps // 2))
-    return TrainingArguments(
-        output_dir=Path(options.out),
-        max_steps=max_steps,
-        per_device_batch_size=options.batch_size,
-        learning_rate=options.lr,
-        warmup_ratio=options.warmup_ratio,
-        weight_decay=options.weight_decay,
-        mixed_precision=options.mixed_precision,
-        eval_every=eval_every,
-        save_every=eval_every,
-        log_every=max(1, min(50, steps_per_epoch // 10)),
-        seed=options.seed,
-        resume=options.resume,
-        overwrite_output_dir=options.overwrite,
-        group_by_length=options.group_by_length,
-        metric_for_best="eval_accuracy",
-        show_progress=options.show_progress,
-    )
 
 
 def _finish_finetuning(
