@@ -68,6 +68,11 @@ from .ch11_ner_and_qa import (
     check_best_span,
 )
 from .ch12_debugging_bert import check_post_ln_layer
+from .ch13_embeddings_and_search import (
+    check_in_batch_loss,
+    check_mean_pooling,
+    check_recall_at_k,
+)
 
 __all__ = [
     "ExerciseFailed",
@@ -104,4 +109,7 @@ __all__ = [
     "check_best_span",
     "check_answer_or_null",
     "check_post_ln_layer",
+    "check_mean_pooling",
+    "check_in_batch_loss",
+    "check_recall_at_k",
 ]

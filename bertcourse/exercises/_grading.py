@@ -181,6 +181,11 @@ def _exception_hint(error: BaseException) -> str:
             "the checker calls your function with the arguments the exercise describes; "
             "optional ones need a default (e.g. attention_mask=None)."
         )
+    if isinstance(error, IndexError) and "list index" in message:
+        return (
+            "an index past the end of a list: a slice (ranking[:k]) stops at the end of a "
+            "short list, where ranking[i] for i in range(k) fails."
+        )
     return "run your function on this case and print the shapes of the intermediate tensors."
 
 
