@@ -102,3 +102,54 @@ def test_tokenizer_bench_compares_the_same_ids_and_splits_our_time():
     assert result["same_ids"] and result["documents"] == 5 and result["ratio"] > 0
     assert abs(sum(result["ours_stage_shares"].values()) - 1) < 0.01
     assert "ours / fast" in format_tokenizer(result)
+
+
+def test_parser_accepts_the_embed_task():
+    args = bench.build_parser().parse_args(
+        ["--task", "embed", "--quick", "--repeats", "2", "--text-kind", "queries"]
+    )
+    assert (args.task, args.quick, args.repeats, args.text_kind) == ("embed", True, 2, "queries")
+    assert args.texts is None  # --quick picks 256 unless --texts says otherwise
+
+
+def test_embed_bench_runs_and_the_two_sides_agree(tmp_path, capsys):
+    out = tmp_path / "embed.json"
+    args = ["--task", "embed", "--texts", "8", "--repeats", "1", "--batch", "4"]
+    assert bench.main([*args, "--device", "cpu", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "passages (8)" in table and "queries (8)" in table and "no ratio" not in table
+    payload = json.loads(out.read_text())
+    assert [(row["texts"], row["tokenizer"]) for row in payload["rows"]] == [
+        ("passages", "transformers"),
+        ("passages", "bertcourse"),
+        ("queries", "transformers"),
+        ("queries", "bertcourse"),
+    ]
+    for row in payload["rows"]:
+        assert row["count"] == 8 and row["batch"] == 4 and row["tokens"] > 8
+        assert row["agree"] and row["max_abs_diff"] < bench.EMBED_TOLERANCE
+        assert row["ours_texts_per_s"] > 0 and row["reference_texts_per_s"] > 0
+        assert row["ours_tokens_per_s"] == pytest.approx(
+            row["ours_texts_per_s"] * row["tokens"] / row["count"]
+        )
+        assert row["ratio"] == pytest.approx(row["ours_texts_per_s"] / row["reference_texts_per_s"])
+    passages, queries = payload["rows"][0], payload["rows"][2]
+    assert passages["tokens"] > queries["tokens"]  # passages are the longer texts
+    setup = payload["setup"]
+    assert setup["device"] == "cpu" and setup["threads"] >= 1 and setup["repeats"] == 1
+    assert setup["sentence_transformers"] and setup["transformers"] and setup["torch"]
+
+
+def test_embed_bench_gives_no_ratio_when_our_vectors_differ(tmp_path, monkeypatch, capsys):
+    from bertcourse import embeddings
+
+    exact = embeddings.encode
+    monkeypatch.setattr(embeddings, "encode", lambda *args, **kwargs: exact(*args, **kwargs) + 1e-3)
+    out = tmp_path / "embed.json"
+    args = ["--task", "embed", "--texts", "4", "--repeats", "1", "--text-kind", "queries"]
+    assert bench.main([*args, "--device", "cpu", "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "not timed, no ratio" in captured.out and "vectors differ" in captured.err
+    for row in json.loads(out.read_text())["rows"]:
+        assert not row["agree"] and row["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
+        assert row["ratio"] is None and row["ours_texts_per_s"] is None
