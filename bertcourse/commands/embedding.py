@@ -11,7 +11,6 @@ recall@10, MRR@10 and nDCG@10, before and after), training curves, and a folder 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import signal
 import sys
@@ -32,12 +31,11 @@ from ..embeddings import (
     retrieval_evaluator,
     save_sentence_transformer,
 )
-from ..files import atomic_save_file
 from ..finetune import load_for_task
 from ..model import BertModel
 from ..training import BEST_DIR, LOG_CSV, TrainResult, load_model_weights, train
 from ..viz import plot_training_curves
-from .finetune_common import INIT_HINT, training_arguments
+from .finetune_common import INIT_HINT, run_record, training_arguments, write_metrics
 from .options import about_option
 from .rundir import take_output_dir
 
@@ -251,15 +249,9 @@ def _finish(
         **final,
         "initial": {name: initial[name] for name in METRICS},
         **sizes,
-        "best_step": None if result.best is None else result.best["step"],
-        "steps": result.global_step,
-        "training_seconds": round(result.elapsed_s, 1),
-        "examples_per_s": round(result.examples_per_s, 1),
-        "init": options.init,
-        "options": {k: v for k, v in vars(options).items() if k not in ("resume", "overwrite")},
+        **run_record(result, options),
     }
-    text = json.dumps(metrics, indent=2) + "\n"
-    atomic_save_file(lambda tmp: Path(tmp).write_text(text), out / "metrics.json")
+    write_metrics(metrics, out)
     figure = plot_training_curves(
         out / LOG_CSV, title=f"held-out MRR@10 {initial['mrr@10']:.3f} -> {final['mrr@10']:.3f}"
     )

@@ -12,7 +12,6 @@ Both tasks share this parser: the options of one task are refused for the other.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
@@ -27,7 +26,6 @@ from accelerate import PartialState
 
 from ..data import LabelledData, load_classification
 from ..embeddings import DEFAULT_SCALE, POOLINGS
-from ..files import atomic_save_file
 from ..finetune import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
@@ -46,7 +44,7 @@ from ..model import BertForSequenceClassification
 from ..training import BEST_DIR, LOG_CSV, TrainResult, load_model_weights, train
 from ..viz import plot_confusion_matrix, plot_training_curves
 from .embedding import train_embedding
-from .finetune_common import INIT_HINT, training_arguments
+from .finetune_common import INIT_HINT, run_record, training_arguments, write_metrics
 from .options import (
     about_option,
     fraction,
@@ -356,15 +354,9 @@ def _finish_finetuning(
         "confusion_matrix": report["confusion_matrix"],
         "label_names": report["label_names"],
         "num_validation_examples": len(valid_examples),
-        "best_step": None if result.best is None else result.best["step"],
-        "steps": result.global_step,
-        "training_seconds": round(result.elapsed_s, 1),
-        "examples_per_s": round(result.examples_per_s, 1),
-        "init": options.init,
-        "options": {k: v for k, v in vars(options).items() if k not in ("resume", "overwrite")},
+        **run_record(result, options),
     }
-    text = json.dumps(metrics, indent=2) + "\n"
-    atomic_save_file(lambda tmp: Path(tmp).write_text(text), out / "metrics.json")
+    write_metrics(metrics, out)
     figure = plot_confusion_matrix(
         report["confusion_matrix"],
         valid_data.label_names,

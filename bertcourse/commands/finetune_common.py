@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
+from typing import Any
 
-from ..training import TrainingArguments
+from ..files import atomic_save_file
+from ..training import TrainingArguments, TrainResult
 
-__all__ = ["INIT_HINT", "training_arguments"]
+__all__ = ["INIT_HINT", "run_record", "training_arguments", "write_metrics"]
 
 INIT_HINT = (
     "--init minilm, course-tiny, random:course-tiny, or a folder with config.json, "
@@ -54,3 +57,21 @@ def training_arguments(
         metric_for_best=metric_for_best,
         show_progress=options.show_progress,
     )
+
+
+def run_record(result: TrainResult, options: argparse.Namespace) -> dict[str, Any]:
+    """What metrics.json says of the run itself, for both tasks: steps, time, --init, options."""
+    return {
+        "best_step": None if result.best is None else result.best["step"],
+        "steps": result.global_step,
+        "training_seconds": round(result.elapsed_s, 1),
+        "examples_per_s": round(result.examples_per_s, 1),
+        "init": options.init,
+        "options": {k: v for k, v in vars(options).items() if k not in ("resume", "overwrite")},
+    }
+
+
+def write_metrics(metrics: dict[str, Any], out: Path) -> None:
+    """out/metrics.json, written atomically (a crash leaves the old file or none)."""
+    text = json.dumps(metrics, indent=2) + "\n"
+    atomic_save_file(lambda tmp: Path(tmp).write_text(text), out / "metrics.json")

@@ -29,6 +29,8 @@ from .documents import Corpus, Document, check_split, select_split
 from .text import prose_sentences
 
 __all__ = [
+    "packages_fingerprint",
+    "python_version_tag",
     "OFFLINE_VARIANTS",
     "OFFLINE_CORPUS_LICENSE",
     "OFFLINE_CORPUS_PROVENANCE",
@@ -313,16 +315,25 @@ def cache_directory() -> Path:
     return Path(os.environ.get("BERTCOURSE_CACHE") or "~/.cache/bertcourse").expanduser()
 
 
+def python_version_tag() -> str:
+    """e.g. "cpython3.11.7": the standard library's docstrings change with it."""
+    return f"{sys.implementation.name}{'.'.join(map(str, sys.version_info[:3]))}"
+
+
+def packages_fingerprint(packages: Sequence[PackageSource]) -> str:
+    """Eight hex digits that change when any of these packages' installed versions changes."""
+    installed = ";".join(f"{p.distribution}=={p.version}" for p in packages)
+    return f"{zlib.crc32(installed.encode()):08x}"
+
+
 def offline_cache_path(variant: str = "small", packages: Sequence[PackageSource] = ()) -> Path:
     """The cache file: one per Python version (its docs differ), package versions and format."""
-    version = f"{sys.implementation.name}{'.'.join(map(str, sys.version_info[:3]))}"
+    version = python_version_tag()
     if variant == "small":
         return cache_directory() / f"offline-corpus-{version}-v{CACHE_FORMAT_VERSION}.json"
-    installed = ";".join(f"{p.distribution}=={p.version}" for p in packages)
-    fingerprint = f"{zlib.crc32(installed.encode()):08x}"
-    return (
-        cache_directory()
-        / f"offline-corpus-large-{version}-{fingerprint}-v{CACHE_FORMAT_VERSION}.json"
+    return cache_directory() / (
+        f"offline-corpus-large-{version}-{packages_fingerprint(packages)}"
+        f"-v{CACHE_FORMAT_VERSION}.json"
     )
 
 

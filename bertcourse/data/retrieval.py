@@ -35,6 +35,8 @@ from .offline import (
     cache_directory,
     installed_packages,
     module_files,
+    packages_fingerprint,
+    python_version_tag,
     stdlib_module_files,
 )
 from .text import is_prose_sentence, prose_sentences
@@ -229,12 +231,9 @@ def _provenance(packages: Sequence[PackageSource]) -> str:
 
 
 def _cache_path(variant: str, packages: Sequence[PackageSource]) -> Path:
-    version = f"{sys.implementation.name}{'.'.join(map(str, sys.version_info[:3]))}"
-    installed = ";".join(f"{p.distribution}=={p.version}" for p in packages)
-    fingerprint = f"{zlib.crc32(installed.encode()):08x}"
-    return (
-        cache_directory()
-        / f"retrieval-{variant}-{version}-{fingerprint}-v{RETRIEVAL_CACHE_VERSION}.json"
+    return cache_directory() / (
+        f"retrieval-{variant}-{python_version_tag()}-{packages_fingerprint(packages)}"
+        f"-v{RETRIEVAL_CACHE_VERSION}.json"
     )
 
 
