@@ -21,6 +21,7 @@ from .config import BertConfig
 from .data import QAExample
 from .hf import resolve_checkpoint
 from .metrics import classification_report, entity_f1
+from .modern import ModernBertForSequenceClassification, ModernConfig
 from .tokenization import BertTokenizer
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "evaluate_token_classification",
     "resolve_init",
     "load_for_task",
+    "modern_twin",
 ]
 
 IGNORE_INDEX = -100  # label of positions the loss skips (special tokens, later sub-words, padding)
@@ -496,6 +498,20 @@ def resolve_init(init: str) -> Path:
     return resolve_checkpoint(init)
 
 
+def modern_twin(model_class: type) -> type:
+    """The ladder's class for a task head: sequence classification is the one chapter 17 uses."""
+    if model_class.__name__ in (
+        "BertForSequenceClassification",
+        "ModernBertForSequenceClassification",
+    ):
+        return ModernBertForSequenceClassification
+    raise ValueError(
+        f"a ModernBERT-ladder checkpoint (bertcourse.modern) fine-tunes for sequence "
+        f"classification only, not with {model_class.__name__}: use a BERT checkpoint for "
+        "token classification and question answering."
+    )
+
+
 def load_for_task(model_class: type, init: str, seed: int = 0, **head_kwargs: Any):
     """(model, tokenizer) for fine-tuning: `init`'s weights and vocabulary, a fresh task head.
 
@@ -506,14 +522,19 @@ def load_for_task(model_class: type, init: str, seed: int = 0, **head_kwargs: An
     "random:minilm".
     """
     kind, _, source = init.partition(":")
+    directory = resolve_init(source or "minilm") if kind == "random" else resolve_init(init)
+    config_dict = json.loads((directory / "config.json").read_text())
+    if config_dict.get("model_type") == "modernbert":  # a rung of chapter 17's ladder
+        model_class = modern_twin(model_class)
     if kind == "random":
-        directory = resolve_init(source or "minilm")
-        config = BertConfig.from_hf(json.loads((directory / "config.json").read_text()))
+        if config_dict.get("model_type") == "modernbert":
+            config = ModernConfig.from_hf(config_dict)
+        else:
+            config = BertConfig.from_hf(config_dict)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = model_class(config, **head_kwargs)
     else:
-        directory = resolve_init(init)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the new head's initial weights
             model = model_class.from_hf(directory, **head_kwargs)

@@ -164,7 +164,12 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[
     config = json.loads(config_file.read_text())
     if config.get("model_type", "bert") != "bert":
         raise CheckpointMismatchError(
-            f"{directory} holds a {config['model_type']!r} model, not BERT ('model_type': 'bert')."
+            f"{directory} holds a {config['model_type']!r} model, not BERT ('model_type': 'bert')"
+            + (
+                ": load it with bertcourse.modern (ModernBertModel.from_hf(path))."
+                if config["model_type"] == "modernbert"
+                else "."
+            )
         )
     for filename in WEIGHT_FILES:
         weights = directory / filename
@@ -401,7 +406,7 @@ def export_for_transformers(
     """
 
     def write(folder: Path) -> None:
-        save_pretrained(model, folder)
+        model.save_pretrained(folder)  # BERT's (save_pretrained above) or the modern ladder's
         tokenizer.save_vocabulary(folder)
 
     return atomic_directory(write, directory)  # all the new files, or the old folder intact

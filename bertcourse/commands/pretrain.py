@@ -34,6 +34,7 @@ from ..data import (
 )
 from ..hf import export_for_transformers
 from ..model import BertForMaskedLM, BertForPreTraining
+from ..modern import LADDER, ModernBertForMaskedLM, ModernBertForPreTraining, ladder_config
 from ..tokenization import BertTokenizer, save_vocab, train_reference_wordpiece, train_wordpiece
 from ..training import (
     CHECKPOINT_PREFIX,
@@ -97,6 +98,29 @@ def build_parser() -> argparse.ArgumentParser:
         "scripts/pretrain_sweep.py.",
     )
     parser.add_argument("--size", default="tiny", choices=list(SIZES), help="model size")
+    parser.add_argument(
+        "--arch",
+        default="bert",
+        choices=["bert", "modern"],
+        help="'bert' (the course's BERT, default) or 'modern': the encoder of bertcourse.modern, "
+        "ModernBERT's layers (pre-LN, GeGLU, rotary positions, local/global attention, "
+        "unpadding) or, with --rung, BERT plus the changes up to one rung of chapter 17's ladder",
+    )
+    parser.add_argument(
+        "--rung",
+        type=ladder_rung,
+        default=None,
+        help=f"with --arch modern: {', '.join(f'{i} {r.name}' for i, r in enumerate(LADDER, 1))} "
+        f"(default {len(LADDER)}, ModernBERT). The rung sets the model; NSP and the masking rate "
+        "stay those of --nsp and --mlm-probability",
+    )
+    parser.add_argument(
+        "--local-attention",
+        type=positive_int,
+        default=128,
+        help="with --arch modern: the window of the local layers in tokens, both sides together "
+        "(default %(default)s, ModernBERT's; each token sees half of it on each side)",
+    )
     parser.add_argument(
         "--corpus",
         default="offline",
@@ -263,11 +287,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bertcourse pretrain ...`: corpus -> vocabulary -> examples -> train -> export."""
     parser = build_parser()
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if options.rung is not None and options.arch != "modern":
+        parser.error("--rung needs --arch modern (a rung of the BERT -> ModernBERT ladder)")
+    if options.arch == "modern" and options.rung is None:
+        options.rung = len(LADDER)
     out = Path(options.out)
     setup = {
         key: getattr(options, key)
         for key in ("size", "corpus", "vocab", "no_nsp", "seq_len", "mlm_probability",
-                    "whole_word_mask", "seed", "eval_examples")
+                    "whole_word_mask", "seed", "eval_examples", "arch", "rung", "local_attention")
     }  # fmt: skip
     check_output_dir(out, "pretrain")
     prepare_pretraining_dir(out, setup, options.resume, options.overwrite)
@@ -313,17 +341,26 @@ def run_pretraining(
             f"--seq-len {options.seq_len} is longer than BERT's 512 positions: the model gets "
             f"{options.seq_len:,} position embeddings, and attention's cost grows with its square."
         )
-    config = BertConfig.from_name(
-        options.size,
+    shared = dict(
         vocab_size=len(tokenizer),
         max_position_embeddings=max(512, options.seq_len),
         pad_token_id=tokenizer.pad_token_id,
     )
+    if getattr(options, "arch", "bert") == "modern":
+        config = ladder_config(
+            options.rung, options.size, local_attention=options.local_attention, **shared
+        )
+        classes = (ModernBertForMaskedLM, ModernBertForPreTraining)
+        described = f"rung {options.rung}: {config.describe()}"
+    else:
+        config = BertConfig.from_name(options.size, **shared)
+        classes = (BertForMaskedLM, BertForPreTraining)
+        described = options.size
     torch.manual_seed(options.seed)
-    model = (BertForMaskedLM if options.no_nsp else BertForPreTraining)(config)
+    model = classes[0 if options.no_nsp else 1](config)
     print(
-        f"Model: {type(model).__name__} ({options.size}), {model.num_parameters() / 1e6:.1f}M "
-        f"parameters, vocabulary {len(tokenizer):,}"
+        f"Model: {type(model).__name__} ({options.size}, {described}), "
+        f"{model.num_parameters() / 1e6:.1f}M parameters, vocabulary {len(tokenizer):,}"
     )
     collator = PretrainingCollator(
         tokenizer, mlm_probability=options.mlm_probability, whole_word_mask=options.whole_word_mask
@@ -388,13 +425,36 @@ def evaluate_checkpoint(
         no_nsp=True, seq_len=seq_len, seed=seed, eval_examples=eval_examples
     )
     _, examples = make_pretraining_examples(options, tokenizer, validation, validation)
-    model = BertForMaskedLM.from_hf(directory).eval()
+    model = load_masked_lm(directory)
     collator = PretrainingCollator(tokenizer, mlm_probability=EVAL_MLM_PROBABILITY)
     loader = make_dataloader(
         examples, collator, batch_size, seed + 1, shuffle=False, drop_last=False
     )
     metrics = evaluate_pretraining(model, loader, Accelerator(cpu=True))
     return {**metrics, "eval_examples": len(examples)}
+
+
+def ladder_rung(value: str) -> int:
+    """--rung: a number 1-7 or a rung's name (bert, pre_ln, ...), as its number."""
+    names = [rung.name for rung in LADDER]
+    if value.isdigit() and 1 <= int(value) <= len(LADDER):
+        return int(value)
+    if value in names:
+        return names.index(value) + 1
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is not a rung: use 1-{len(LADDER)} or one of {', '.join(names)}"
+    )
+
+
+def load_masked_lm(directory: str | Path) -> torch.nn.Module:
+    """The masked-LM model of an exported checkpoint: BERT, or a rung of the ModernBERT ladder."""
+    config_file = Path(directory) / "config.json"
+    if (
+        config_file.is_file()
+        and json.loads(config_file.read_text()).get("model_type") == "modernbert"
+    ):
+        return ModernBertForMaskedLM.from_hf(directory).eval()
+    return BertForMaskedLM.from_hf(directory).eval()
 
 
 def training_arguments(options: argparse.Namespace) -> TrainingArguments:

@@ -73,6 +73,7 @@ from .ch13_embeddings_and_search import (
     check_mean_pooling,
     check_recall_at_k,
 )
+from .ch17_modern_bert import check_geglu, check_rotary, check_sliding_window_mask
 
 __all__ = [
     "ExerciseFailed",
@@ -112,4 +113,7 @@ __all__ = [
     "check_mean_pooling",
     "check_in_batch_loss",
     "check_recall_at_k",
+    "check_rotary",
+    "check_geglu",
+    "check_sliding_window_mask",
 ]
