@@ -4,6 +4,7 @@
     python -m bertcourse.bench --size base --batch 32 --seq-len 128 --dtype bfloat16
     python -m bertcourse.bench --json bench.json     # also write the numbers
     python -m bertcourse.bench --task embed          # sentence embeddings vs sentence-transformers
+    python -m bertcourse.bench --task modern         # ModernBERT MLM steps vs transformers'
 
 Both models get identical inputs (random ids, segment ids, rows padded to
 different lengths); each step of ours is timed right next to a step of the
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 from .config import SIZES, BertConfig, get_device
 from .hf import minilm_path
 from .model import BertForPreTraining, BertForSequenceClassification, BertModel
+from .modern import ModernBertForMaskedLM, ModernBertModel, ModernConfig
 
 __all__ = [
     "BenchResult",
@@ -43,6 +45,10 @@ __all__ = [
     "EMBED_TOKENIZERS",
     "run_embed",
     "format_embed",
+    "MODERN_TOLERANCE",
+    "MODERN_TOKENS_PER_BATCH",
+    "run_modern",
+    "format_modern",
     "make_batch",
     "AMP_DTYPES",
     "mixed_precision",
@@ -81,7 +87,8 @@ def make_batch(config: BertConfig, batch: int, length: int, padding: float, devi
     fraction `padding` of the batch is padding, as in a real batch of sentences."""
     generator = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(1, config.vocab_size, (batch, length), generator=generator)
-    token_type_ids = torch.randint(0, config.type_vocab_size, (batch, length), generator=generator)
+    segments = max(1, config.type_vocab_size)  # all 0 for a model without segment embeddings
+    token_type_ids = torch.randint(0, segments, (batch, length), generator=generator)
     shortest = max(1, round(length * (1 - 2 * padding)))
     lengths = torch.linspace(length, shortest, batch).round().long()
     attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
@@ -244,15 +251,19 @@ def time_steps(
     warmup: int,
     steps: int,
     device: torch.device,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, float | None]]:
     """Seconds per `step(name)` of each model, the steps interleaved; peak memory on CUDA.
 
     Interleaving (ours, theirs, ours, ...) lets a slow drift of the machine
-    affect both alike.
+    affect both alike. `on_step` is called after every step, warm-up included
+    (a progress bar's update).
     """
+    after = on_step or (lambda: None)
     for name in models:
         for _ in range(warmup):
             step(name)
+            after()
     times = {name: [] for name in models}
     peak = {name: None for name in models}
     for _ in range(steps):
@@ -266,6 +277,7 @@ def time_steps(
             times[name].append(time.perf_counter() - start)
             if device.type == "cuda":
                 peak[name] = torch.cuda.max_memory_allocated(device) / 2**20
+            after()
     return times, peak
 
 
@@ -277,6 +289,7 @@ def time_training_steps(
     warmup: int,
     steps: int,
     device: torch.device,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, float | None]]:
     """Training steps (forward, backward, fused AdamW) of each (model, forward options)."""
     optimizers = {
@@ -294,16 +307,22 @@ def time_training_steps(
 
     for model, _ in models.values():
         model.train()
-    return time_steps(models, step, warmup, steps, device)
+    return time_steps(models, step, warmup, steps, device, on_step)
 
 
 def pretraining_batch(
-    config: BertConfig, batch: int, seq_len: int, padding: float, device: torch.device
+    config: BertConfig | ModernConfig,
+    batch: int,
+    seq_len: int,
+    padding: float,
+    device: torch.device,
+    mlm_probability: float = 0.15,
 ) -> dict[str, torch.Tensor]:
-    """`make_batch` with MLM labels on 15% of the real tokens and random NSP labels."""
+    """`make_batch` with MLM labels on a fraction `mlm_probability` of the real tokens (-100
+    elsewhere) and random NSP labels."""
     input_ids, attention_mask, token_type_ids = make_batch(config, batch, seq_len, padding, device)
     generator = torch.Generator().manual_seed(1)
-    chosen = (torch.rand(input_ids.shape, generator=generator) < 0.15).to(device)
+    chosen = (torch.rand(input_ids.shape, generator=generator) < mlm_probability).to(device)
     chosen &= attention_mask.bool()
     return dict(
         input_ids=input_ids,
@@ -747,6 +766,211 @@ def format_embed(setup: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) ->
     return "\n".join(lines)
 
 
+# Two computations agree if their losses and logits on the labelled tokens (training rows), or
+# their last hidden states on real tokens (inference rows), differ by no more than this;
+# autocast rounds differently on each side.
+MODERN_TOLERANCE = {"float32": 1e-4, "bfloat16": 1e-1, "float16": 2e-2}
+# Rows of every sequence length see the same number of tokens (batch = this / seq_len).
+MODERN_TOKENS_PER_BATCH = 4096
+# (mode, prediction) of each row, in the order the table shows them.
+MODERN_STEPS = (("inference", None), ("train", "dense"), ("train", "sparse"))
+
+
+def _modern_pair(
+    config: ModernConfig, mode: str, prediction: str | None, device: torch.device
+) -> tuple[nn.Module, nn.Module]:
+    """Our model for a row and its transformers twin with the same weights (`to_hf` copies them).
+
+    Training rows use the masked-LM models; sparse prediction is transformers'
+    `sparse_prediction`, which its ModernBertForMaskedLM reads from the config when built, so
+    the attribute is set on the model that exists.
+    """
+    torch.manual_seed(0)
+    ours = ModernBertModel(config) if mode == "inference" else ModernBertForMaskedLM(config)
+    reference = ours.to_hf()
+    if prediction is not None:
+        reference.config.sparse_prediction = reference.sparse_prediction = prediction == "sparse"
+    return ours.to(device), reference.to(device)
+
+
+def run_modern(
+    sizes: Sequence[str] = ("tiny", "mini"),
+    seq_lens: Sequence[int] = (128, 512),
+    batch: int | None = None,
+    steps: int = 10,
+    warmup: int = 2,
+    modes: Sequence[str] = ("inference", "train"),
+    dtype: str = "float32",
+    attn_implementation: str = "sdpa",
+    device: str | None = None,
+    padding: float = 0.25,
+    vocab_size: int = ModernConfig.vocab_size,
+    local_attention: int = 128,
+    unpad: bool = True,
+    progress: bool = True,
+) -> tuple[dict, list[dict]]:
+    """Tokens/s of our ModernBERT against transformers', same config, weights and batch.
+
+    For each size and sequence length: inference (ModernBertModel forward under no_grad) and a
+    masked-LM training step (forward, backward, fused AdamW) of ModernBertForMaskedLM, with
+    dense prediction (logits at every position) and sparse (only at the labelled 30%; ours
+    `masked_only=True`, transformers' `sparse_prediction`). Every third layer is global, the
+    others see `local_attention` tokens around them. Ours skips padding in the dense layers
+    when `unpad` (ModernBERT's unpadding; transformers computes the padding).
+
+    Before timing, each row compares the two sides in eval mode: the losses and the logits on
+    the labelled tokens, or the last hidden states on the real ones. Where they differ by more than `MODERN_TOLERANCE`, the row
+    is not timed and has no ratio (`ratio` None). `batch` defaults to
+    `MODERN_TOKENS_PER_BATCH` / seq_len; rows count padded tokens, as the other tasks do.
+    """
+    if dtype not in MODERN_TOLERANCE:
+        raise ValueError(f"Unknown dtype {dtype!r}: choose one of {list(MODERN_TOLERANCE)}.")
+    unknown = (set(sizes) - set(SIZES)) | (set(modes) - {"inference", "train"})
+    if unknown:
+        raise ValueError(
+            f"Unknown {sorted(unknown)}: sizes are {list(SIZES)}, modes inference and train."
+        )
+    device = get_device(device)
+    autocast = partial(mixed_precision, device, dtype)
+    tolerance = MODERN_TOLERANCE[dtype]
+    plan = [
+        (size, seq_len, mode, prediction)
+        for size in sizes
+        for seq_len in seq_lens
+        for mode, prediction in MODERN_STEPS
+        if mode in modes
+    ]
+    bar = tqdm(
+        total=len(plan) * 2 * (warmup + steps),
+        desc="modern",
+        unit="step",
+        disable=not progress,
+        leave=False,
+    )
+    rows = []
+    for size, seq_len, mode, prediction in plan:
+        config = ModernConfig.from_name(
+            size,
+            vocab_size=vocab_size,
+            pad_token_id=0,
+            local_attention=local_attention,
+            unpad=unpad,
+            attn_implementation=attn_implementation,
+        )
+        rows_batch = batch or max(1, MODERN_TOKENS_PER_BATCH // seq_len)
+        batch_tensors = pretraining_batch(config, rows_batch, seq_len, padding, device, 0.3)
+        names = ("input_ids", "attention_mask") + (("labels",) if mode == "train" else ())
+        inputs = {name: batch_tensors[name] for name in names}
+        ours, reference = _modern_pair(config, mode, prediction, device)
+        models = {"ours": ours, "reference": reference}
+        options = {"ours": {"masked_only": prediction == "sparse"}, "reference": {}}
+        bar.set_postfix_str(f"{size} {seq_len} {mode} {prediction or ''}".strip())
+
+        ours.eval()
+        reference.eval()
+        with torch.no_grad(), autocast():
+            if mode == "train":  # a loss alone hides small changes: the logits too
+                outs = [m(**inputs, **options[name]) for name, m in models.items()]
+                logits = [out.logits.float() for out in outs]  # sparse: (N, V) already
+                if prediction == "dense":
+                    logits = [x[inputs["labels"] != -100] for x in logits]  # (B, T, V) -> (N, V)
+                difference = max(
+                    (outs[0].loss.float() - outs[1].loss.float()).abs().item(),
+                    (logits[0] - logits[1]).abs().max().item(),
+                )
+            else:
+                real = inputs["attention_mask"].bool()
+                states = [m(**inputs).last_hidden_state.float()[real] for m in models.values()]
+                difference = (states[0] - states[1]).abs().max().item()
+        row = {
+            "size": size,
+            "layers_hidden_heads": SIZES[size],
+            "seq_len": seq_len,
+            "batch": rows_batch,
+            "mode": mode,
+            "prediction": prediction,
+            "difference": difference,
+            "agree": difference <= tolerance,
+        }
+        speeds = {"ours_tokens_per_s": None, "reference_tokens_per_s": None}
+        speeds |= {"ours_peak_memory_mb": None, "reference_peak_memory_mb": None, "ratio": None}
+        if row["agree"]:
+            if mode == "train":
+                pairs = {name: (model, options[name]) for name, model in models.items()}
+                times, peak = time_training_steps(
+                    pairs, inputs, 1e-4, autocast, warmup, steps, device, bar.update
+                )
+            else:
+
+                def step(name: str, models=models, inputs=inputs) -> None:
+                    with torch.no_grad(), autocast():
+                        models[name](**inputs)
+
+                times, peak = time_steps(models, step, warmup, steps, device, bar.update)
+            for name in models:
+                speeds[f"{name}_tokens_per_s"] = (
+                    rows_batch * seq_len / statistics.median(times[name])
+                )
+                speeds[f"{name}_peak_memory_mb"] = peak[name]
+            speeds["ratio"] = speeds["ours_tokens_per_s"] / speeds["reference_tokens_per_s"]
+        else:
+            bar.update(2 * (warmup + steps))
+        rows.append(row | speeds)
+    bar.close()
+    setup = {
+        "task": "ModernBERT: inference (ModernBertModel forward under no_grad) and a masked-LM "
+        "training step (forward + backward + fused AdamW) of bertcourse.modern against "
+        "transformers' ModernBertModel / ModernBertForMaskedLM, the same config and weights; "
+        "dense prediction (every position's logits) and sparse (labelled positions only: ours "
+        "masked_only=True, transformers sparse_prediction=True)",
+        "vocab_size": vocab_size,
+        "local_attention": local_attention,
+        "layer_types": "every third layer global, the others local",
+        "mlm_probability": 0.3,
+        "unpad": unpad,
+        "attn_implementation": attn_implementation,
+        "padding": padding,
+        "dtype": dtype,
+        **machine_setup(device),
+        "steps": steps,
+        "warmup": warmup,
+        "tolerance": tolerance,
+    }
+    return setup, rows
+
+
+def format_modern(setup: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+    lines = [
+        f"ModernBERT, ours (bertcourse.modern) against transformers {setup['transformers']}, "
+        f"vocab {setup['vocab_size']}, local window {setup['local_attention']} (every third "
+        f"layer global), ~{setup['padding']:.0%} padding"
+        f"{' (ours skips it: unpadded)' if setup['unpad'] else ''}, "
+        f"{setup['attn_implementation']}, {setup['dtype']}",
+        "train: forward + backward + fused AdamW, 30% of tokens labelled; dense: logits at "
+        "every position, sparse: at the labelled ones only",
+        f"device {setup['device']} ({setup['device_name']}, {setup['threads']} threads), "
+        f"torch {setup['torch']}, median of {setup['steps']} interleaved steps after "
+        f"{setup['warmup']}; ratio = ours / transformers (above 1.0 we are faster)",
+        "",
+        f"{'size':<5} {'seq':>4} {'batch':>5} {'step':<16} {'ours tok/s':>11} "
+        f"{'transformers tok/s':>18} {'ratio':>6} {'diff':>8}",
+    ]
+    for row in rows:
+        step = row["mode"] + (f" {row['prediction']}" if row["prediction"] else "")
+        start = f"{row['size']:<5} {row['seq_len']:>4} {row['batch']:>5} {step:<16}"
+        if row["ratio"] is None:
+            lines.append(
+                f"{start} outputs differ by {row['difference']:.1e} > "
+                f"{setup['tolerance']:.0e}: not timed, no ratio"
+            )
+            continue
+        lines.append(
+            f"{start} {row['ours_tokens_per_s']:>11,.0f} {row['reference_tokens_per_s']:>18,.0f} "
+            f"{row['ratio']:>6.2f} {row['difference']:>8.1e}"
+        )
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bertcourse.bench",
@@ -754,29 +978,77 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--task",
-        choices=["encoder", "pretraining", "finetune", "tokenizer", "embed"],
+        choices=["encoder", "pretraining", "finetune", "tokenizer", "embed", "modern"],
         default="encoder",
         help="encoder: BertModel forward/backward; pretraining: a full BertForPreTraining step; "
         "finetune: a BertForSequenceClassification step from the MiniLM weights (examples/s); "
         "tokenizer: our BertTokenizer against transformers' fast one on long documents; "
-        "embed: sentence embeddings (MiniLM) against sentence-transformers (texts/s)",
+        "embed: sentence embeddings (MiniLM) against sentence-transformers (texts/s); "
+        "modern: ModernBERT inference and masked-LM training steps (dense and sparse "
+        "prediction) against transformers'",
     )
-    parser.add_argument("--size", choices=list(SIZES), default="tiny")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--size",
+        choices=list(SIZES),
+        nargs="+",
+        default=None,
+        help="model size (tiny); modern: one or more (tiny mini)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help=f"sequences per batch (32); modern: {MODERN_TOKENS_PER_BATCH} tokens / seq-len",
+    )
+    parser.add_argument(
+        "--seq-len",
+        type=int,
+        nargs="+",
+        default=None,
+        help="tokens per sequence (128); modern: one or more (128 512)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps per side (20; modern: 10)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps first (3; modern: 2)"
+    )
     parser.add_argument("--mode", choices=["inference", "train", "both"], default="both")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best one)")
     parser.add_argument("--padding", type=float, default=0.25, help="mean fraction of padding")
-    parser.add_argument("--vocab-size", type=int, default=30522)
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help=f"30522 (BERT's); modern: {ModernConfig.vocab_size} (ModernBERT's)",
+    )
+    parser.add_argument(
+        "--local-attention",
+        type=int,
+        default=128,
+        help="modern: the window of the local layers, in tokens (ModernBERT's 128)",
+    )
+    parser.add_argument(
+        "--unpad",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="modern: our model skips padding in its dense layers (ModernBERT's unpadding)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch's CPU threads (default: torch's own)"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
     parser.add_argument(
         "--texts", type=int, default=None, help="embed: how many texts of each kind (512)"
     )
-    parser.add_argument("--quick", action="store_true", help="embed: 256 texts unless --texts")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="embed: 256 texts unless --texts; modern: 128 tokens unless --seq-len, 3 steps "
+        "after 1 unless --steps/--warmup",
+    )
     parser.add_argument(
         "--text-kind",
         choices=[*EMBED_TEXT_KINDS, "both"],
@@ -795,22 +1067,54 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not 0.0 <= args.padding < 0.5:
         parser.error("--padding is the mean padded fraction, in [0, 0.5)")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.task != "modern":
+        for name in ("size", "seq_len"):
+            if len(getattr(args, name) or ()) > 1:
+                flag = "--" + name.replace("_", "-")
+                parser.error(f"{flag} takes one value except with --task modern")
     common = dict(
-        size=args.size,
-        batch=args.batch,
-        seq_len=args.seq_len,
-        steps=args.steps,
-        warmup=args.warmup,
+        size=args.size[0] if args.size else "tiny",
+        batch=args.batch or 32,
+        seq_len=args.seq_len[0] if args.seq_len else 128,
+        steps=args.steps or 20,
+        warmup=3 if args.warmup is None else args.warmup,
         dtype=args.dtype,
         device=args.device,
         padding=args.padding,
-        vocab_size=args.vocab_size,
+        vocab_size=args.vocab_size or 30522,
     )
     status = 0
-    if args.task == "embed":
+    if args.task == "modern":
+        setup, rows = run_modern(
+            sizes=args.size or ("tiny", "mini"),
+            seq_lens=args.seq_len or ((128,) if args.quick else (128, 512)),
+            batch=args.batch,
+            steps=args.steps or (3 if args.quick else 10),
+            warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
+            modes=("inference", "train") if args.mode == "both" else (args.mode,),
+            dtype=args.dtype,
+            attn_implementation=args.attn,
+            device=args.device,
+            padding=args.padding,
+            vocab_size=args.vocab_size or ModernConfig.vocab_size,
+            local_attention=args.local_attention,
+            unpad=args.unpad,
+        )
+        print(format_modern(setup, rows))
+        payload = {"setup": setup, "rows": rows}
+        if not all(row["agree"] for row in rows):
+            print(
+                "Our ModernBERT and transformers' compute different things, so some rows have "
+                "no ratio: check the weights and the config before reading any speed.",
+                file=sys.stderr,
+            )
+            status = 1
+    elif args.task == "embed":
         texts = args.texts if args.texts is not None else (256 if args.quick else 512)
         kinds = EMBED_TEXT_KINDS if args.text_kind == "both" else (args.text_kind,)
-        setup, rows = run_embed(texts, args.batch, args.repeats, args.device, kinds)
+        setup, rows = run_embed(texts, common["batch"], args.repeats, args.device, kinds)
         print(format_embed(setup, rows))
         payload = {"setup": setup, "rows": rows}
         if not all(row["agree"] for row in rows):

@@ -3,7 +3,7 @@
 ModernBERT (Warner et al. 2024) keeps BERT's idea, a bidirectional
 Transformer encoder trained by masked language modelling, and changes how the
 layers are built. This module writes each change as a small piece, and one
-model whose config switches every change on or off, so the ladder of chapter 17
+model whose config switches every change on or off, so the ladder of chapter 14
 is one codebase:
 
 ==========================  ===============================  =============================
@@ -347,7 +347,7 @@ LADDER_ONLY_FIELDS = ("norm_position", "position_embedding_type", "mlp_type", "t
 
 @dataclass(frozen=True)
 class Rung:
-    """One step of chapter 17's ladder: the config switches and the training options it sets."""
+    """One step of chapter 14's ladder: the config switches and the training options it sets."""
 
     name: str
     label: str
@@ -846,7 +846,10 @@ class ModernPreTrainedModel(nn.Module):
         """The transformers twin (every switch must be ModernBERT's), weights copied, strict."""
         import transformers
 
-        hf_model = getattr(transformers, self.hf_class_name)(self.config.to_hf())
+        hf_config = self.config.to_hf()
+        for name, value in self.hf_config_extras().items():  # e.g. a classifier's labels
+            setattr(hf_config, name, value)
+        hf_model = getattr(transformers, self.hf_class_name)(hf_config)
         hf_model.load_state_dict(self.state_dict(), strict=False)
         missing = set(hf_model.state_dict()) - set(self.state_dict())
         if missing:
@@ -886,6 +889,11 @@ class ModernPreTrainedModel(nn.Module):
         return directory
 
     def config_extras(self) -> dict[str, Any]:
+        """Fields a subclass adds to the config.json it saves."""
+        return {}
+
+    def hf_config_extras(self) -> dict[str, Any]:
+        """Fields a subclass sets on its transformers config before the twin is built."""
         return {}
 
 
@@ -1230,10 +1238,8 @@ class ModernBertForSequenceClassification(ModernPreTrainedModel):
         id2label = {int(k): v for k, v in config_dict["id2label"].items()}
         return {"num_labels": len(id2label), "id2label": id2label}
 
-    def to_hf(self):
-        hf_model = super().to_hf()
-        hf_model.config.id2label = dict(self.id2label)
-        return hf_model
+    def hf_config_extras(self) -> dict[str, Any]:
+        return {"id2label": dict(self.id2label)}
 
     def forward(
         self,

@@ -1,8 +1,10 @@
 """The benchmark runs and reports; it measures, it does not assert speed."""
 
 import json
+import math
 
 import pytest
+import torch
 
 from bertcourse import bench, commands
 
@@ -153,3 +155,100 @@ def test_embed_bench_gives_no_ratio_when_our_vectors_differ(tmp_path, monkeypatc
     for row in json.loads(out.read_text())["rows"]:
         assert not row["agree"] and row["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
         assert row["ratio"] is None and row["ours_texts_per_s"] is None
+
+
+def modern_args(*seq_lens: int) -> list[str]:
+    """--task modern on a tiny model, CPU, one timed step; a window of 8 tokens (4 each side),
+    so 32 tokens take our blockwise local-attention path."""
+    args = ["--task", "modern", "--size", "tiny", "--seq-len", *map(str, seq_lens)]
+    args += ["--batch", "2", "--steps", "1", "--warmup", "0", "--vocab-size", "128"]
+    return [*args, "--local-attention", "8", "--device", "cpu"]
+
+
+def test_modern_bench_runs_and_the_models_agree(tmp_path, capsys):
+    out = tmp_path / "modern.json"
+    assert bench.main([*modern_args(16, 32), "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "train sparse" in table and "ratio = ours / transformers" in table
+    assert "no ratio" not in table
+    payload = json.loads(out.read_text())
+    assert [(r["seq_len"], r["mode"], r["prediction"]) for r in payload["rows"]] == [
+        (16, "inference", None),
+        (16, "train", "dense"),
+        (16, "train", "sparse"),
+        (32, "inference", None),
+        (32, "train", "dense"),
+        (32, "train", "sparse"),
+    ]
+    keys = {"size", "layers_hidden_heads", "seq_len", "batch", "mode", "prediction"}
+    keys |= {"difference", "agree", "ours_tokens_per_s", "reference_tokens_per_s"}
+    keys |= {"ours_peak_memory_mb", "reference_peak_memory_mb", "ratio"}
+    for row in payload["rows"]:
+        assert set(row) == keys
+        assert row["size"] == "tiny" and row["layers_hidden_heads"] == [2, 128, 2]
+        assert row["batch"] == 2 and row["agree"] and row["difference"] < 1e-4
+        for side in ("ours", "reference"):
+            speed = row[f"{side}_tokens_per_s"]
+            assert math.isfinite(speed) and speed > 0
+            assert row[f"{side}_peak_memory_mb"] is None  # measured on CUDA only
+        assert row["ratio"] == pytest.approx(
+            row["ours_tokens_per_s"] / row["reference_tokens_per_s"]
+        )
+    setup = payload["setup"]
+    assert (setup["vocab_size"], setup["local_attention"], setup["steps"]) == (128, 8, 1)
+    assert setup["unpad"] and setup["device"] == "cpu" and setup["tolerance"] == 1e-4
+
+
+def test_modern_bench_sparse_rows_make_transformers_predict_sparsely():
+    config = bench.ModernConfig.from_name("tiny", vocab_size=128, pad_token_id=0)
+    inputs = bench.pretraining_batch(config, 2, 16, 0.25, "cpu", mlm_probability=0.3)
+    labelled = int((inputs["labels"] != -100).sum())
+    assert 0 < labelled < inputs["attention_mask"].sum()  # 30% of the real tokens
+    kwargs = {name: inputs[name] for name in ("input_ids", "attention_mask", "labels")}
+    for prediction, shape in (("dense", (2, 16, 128)), ("sparse", (labelled, 128))):
+        ours, reference = bench._modern_pair(config, "train", prediction, torch.device("cpu"))
+        with torch.no_grad():
+            theirs = reference(**kwargs)
+            mine = ours(**kwargs, masked_only=prediction == "sparse")
+        assert theirs.logits.shape == mine.logits.shape == shape
+        assert mine.loss.item() == pytest.approx(theirs.loss.item(), abs=1e-5)
+
+
+def test_modern_bench_gives_no_ratio_when_the_models_differ(tmp_path, monkeypatch, capsys):
+    from bertcourse import modern
+
+    exact = modern.ModernPreTrainedModel.to_hf
+
+    def perturbed(self):  # transformers' twin, its final norm scaled by 1%
+        twin = exact(self)
+        with torch.no_grad():
+            for name, parameter in twin.named_parameters():
+                if name.endswith("final_norm.weight"):
+                    parameter.mul_(1.01)
+        return twin
+
+    monkeypatch.setattr(modern.ModernPreTrainedModel, "to_hf", perturbed)
+    out = tmp_path / "modern.json"
+    assert bench.main([*modern_args(16), "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("not timed, no ratio") == 3
+    assert "compute different things" in captured.err
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["prediction"]) for r in rows] == [
+        ("inference", None),
+        ("train", "dense"),
+        ("train", "sparse"),
+    ]
+    for row in rows:
+        assert not row["agree"] and row["difference"] > 1e-4
+        assert row["ratio"] is None and row["ours_tokens_per_s"] is None
+
+
+def test_modern_options_parse_and_other_tasks_take_one_size():
+    args = bench.build_parser().parse_args(
+        ["--task", "modern", "--quick", "--size", "tiny", "mini"]
+    )
+    assert (args.size, args.seq_len, args.steps, args.unpad) == (["tiny", "mini"], None, None, True)
+    assert bench.build_parser().parse_args(["--no-unpad"]).unpad is False
+    with pytest.raises(SystemExit):
+        bench.main(["--task", "pretraining", "--size", "tiny", "mini"])
