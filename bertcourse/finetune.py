@@ -499,7 +499,7 @@ def resolve_init(init: str) -> Path:
 
 
 def modern_twin(model_class: type) -> type:
-    """The ladder's class for a task head: sequence classification is the one chapter 17 uses."""
+    """The ladder's class for a task head: sequence classification is the one chapter 14 uses."""
     if model_class.__name__ in (
         "BertForSequenceClassification",
         "ModernBertForSequenceClassification",
@@ -524,7 +524,7 @@ def load_for_task(model_class: type, init: str, seed: int = 0, **head_kwargs: An
     kind, _, source = init.partition(":")
     directory = resolve_init(source or "minilm") if kind == "random" else resolve_init(init)
     config_dict = json.loads((directory / "config.json").read_text())
-    if config_dict.get("model_type") == "modernbert":  # a rung of chapter 17's ladder
+    if config_dict.get("model_type") == "modernbert":  # a rung of chapter 14's ladder
         model_class = modern_twin(model_class)
     if kind == "random":
         if config_dict.get("model_type") == "modernbert":

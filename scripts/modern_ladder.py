@@ -1,4 +1,4 @@
-"""From BERT to ModernBERT, measured: chapter 17's ladder under one budget on a 2-core CPU.
+"""From BERT to ModernBERT, measured: chapter 14's ladder under one budget on a 2-core CPU.
 
     python scripts/modern_ladder.py                          # the whole ladder (~25 min)
     python scripts/modern_ladder.py --steps 40 --only 1 7 --seeds 0 --json /tmp/ladder.json
@@ -297,7 +297,7 @@ def main() -> int:
 
 def write(args, here, records, no_warmup, cost, unpad, started_all) -> None:
     payload = {
-        "description": "Chapter 17's ladder from BERT to ModernBERT: a tiny encoder, the same "
+        "description": "Chapter 14's ladder from BERT to ModernBERT: a tiny encoder, the same "
         "optimizer steps for every rung on the large offline corpus, held-out MLM accuracy at "
         "15% masking, and the validation accuracy of a 200-step fine-tune on the offline "
         "classification task.",

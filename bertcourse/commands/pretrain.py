@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["bert", "modern"],
         help="'bert' (the course's BERT, default) or 'modern': the encoder of bertcourse.modern, "
         "ModernBERT's layers (pre-LN, GeGLU, rotary positions, local/global attention, "
-        "unpadding) or, with --rung, BERT plus the changes up to one rung of chapter 17's ladder",
+        "unpadding) or, with --rung, BERT plus the changes up to one rung of chapter 14's ladder",
     )
     parser.add_argument(
         "--rung",

@@ -73,7 +73,7 @@ from .ch13_embeddings_and_search import (
     check_mean_pooling,
     check_recall_at_k,
 )
-from .ch17_modern_bert import check_geglu, check_rotary, check_sliding_window_mask
+from .ch14_modern_bert import check_geglu, check_rotary, check_sliding_window_mask
 
 __all__ = [
     "ExerciseFailed",

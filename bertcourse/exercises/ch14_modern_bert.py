@@ -1,4 +1,4 @@
-"""Chapter 17, from BERT to ModernBERT: rotary positions, the GeGLU feed-forward block, the
+"""Chapter 14, from BERT to ModernBERT: rotary positions, the GeGLU feed-forward block, the
 sliding-window mask of the local layers.
 
 The exercises, as the chapter states them:

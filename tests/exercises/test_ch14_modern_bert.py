@@ -1,4 +1,4 @@
-"""Chapter 17: the rotary, GeGLU and sliding-window checkers, their solutions and planted bugs."""
+"""Chapter 14: the rotary, GeGLU and sliding-window checkers, their solutions and planted bugs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bertcourse.exercises import (
     check_rotary,
     check_sliding_window_mask,
 )
-from bertcourse.exercises.ch17_modern_bert import (
+from bertcourse.exercises.ch14_modern_bert import (
     GLOBAL_BASE,
     _geglu,
     _geglu_cases,
@@ -332,7 +332,7 @@ class TestPlantedBugs(PlantedBugs):
     ],
     ids=lambda x: getattr(x, "__name__", str(x)),
 )
-def test_chapter_17_checkers_pass_correct_solutions(checker, solution, cases, capsys):
+def test_chapter_14_checkers_pass_correct_solutions(checker, solution, cases, capsys):
     assert checker(solution) is True
     assert capsys.readouterr().out.strip() == f"✓ {checker.__name__}: all {cases} cases passed"
 
