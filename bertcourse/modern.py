@@ -971,8 +971,8 @@ class ModernBertModel(ModernPreTrainedModel):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
         *,
+        token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
@@ -1117,8 +1117,8 @@ class ModernBertForMaskedLM(ModernPreTrainedModel):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
         *,
+        token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         output_attentions: bool = False,
@@ -1130,7 +1130,7 @@ class ModernBertForMaskedLM(ModernPreTrainedModel):
         out = self.model(
             input_ids,
             attention_mask,
-            token_type_ids,
+            token_type_ids=token_type_ids,
             position_ids=position_ids,
             output_attentions=output_attentions,
         )
@@ -1160,8 +1160,8 @@ class ModernBertForPreTraining(ModernBertForMaskedLM):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
         *,
+        token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         next_sentence_label: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
@@ -1171,7 +1171,7 @@ class ModernBertForPreTraining(ModernBertForMaskedLM):
         out = self.model(
             input_ids,
             attention_mask,
-            token_type_ids,
+            token_type_ids=token_type_ids,
             position_ids=position_ids,
             output_attentions=output_attentions,
         )
@@ -1245,13 +1245,16 @@ class ModernBertForSequenceClassification(ModernPreTrainedModel):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
         *,
+        token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> ModernClassifierOutput:
         out = self.model(
-            input_ids, attention_mask, token_type_ids, output_attentions=output_attentions
+            input_ids,
+            attention_mask,
+            token_type_ids=token_type_ids,
+            output_attentions=output_attentions,
         )
         hidden = out.last_hidden_state
         if self.config.classifier_pooling == "cls":

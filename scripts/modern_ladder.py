@@ -13,7 +13,8 @@ The local layers see 64 tokens (32 on each side), so at 128 tokens they are real
 For every rung: held-out MLM accuracy (15% masking, the same validation sequences for every rung)
 at 128 tokens and at 256 (positions it never trained on), training tokens/s, and the validation
 accuracy of a short fine-tune on the offline classification task (`offline_classification`,
-5 labels; 200 steps of 32, the better of two learning rates). Rungs 1 and 7 (BERT and ModernBERT)
+5 labels; 200 steps of 32; three learning rates, two fine-tuning seeds each, the best rate's
+mean). `--redo-downstream` repeats only the fine-tunes, from the runs' final checkpoints. Rungs 1 and 7 (BERT and ModernBERT)
 are trained with two seeds. Also measured: the first steps of rungs 1 and 2 without warm-up,
 attention's cost against sequence length for a global and a local layer (512 to 8,192 tokens),
 and a training step on a length-skewed padded batch with and without unpadding.
@@ -32,12 +33,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from argparse import Namespace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
+from bertcourse import BertTokenizer
 from bertcourse.commands import pretrain
 from bertcourse.data import PretrainingCollator, offline_classification
 from bertcourse.modern import (
@@ -47,7 +50,7 @@ from bertcourse.modern import (
     local_attention,
     sliding_window_mask,
 )
-from bertcourse.training import evaluate_pretraining, make_dataloader
+from bertcourse.training import TrainingArguments, evaluate_pretraining, make_dataloader, train
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -55,10 +58,19 @@ from downstream_comparison import finetune  # noqa: E402  (the same fine-tuning 
 
 SETUP = ["--size", "tiny", "--corpus", "offline-large", "--vocab", "train:8000", "--seq-len", "128",
          "--batch-size", "64", "--lr", "3e-3", "--local-attention", "64"]  # fmt: skip
-FINETUNE_LRS = (1e-3, 3e-3)
+FINETUNE_LRS = (3e-4, 1e-3, 3e-3)
+FINETUNE_SEEDS = (0, 1)
+DOWNSTREAM_SETUP = (
+    "offline_classification (5 labels, 2,431 training and 300 validation sentences): 200 steps "
+    "of 32, max length 64, AdamW with 10% warm-up; each learning rate of "
+    f"{list(FINETUNE_LRS)} with fine-tuning seeds {list(FINETUNE_SEEDS)}; the learning rate "
+    "with the best mean accuracy, and that mean"
+)
 EVAL_EXAMPLES = 1024
 LONG = 256  # the extrapolation test: twice the trained length
 COST_LENGTHS = (512, 1024, 2048, 4096, 8192)
+# The warm-up experiment at depth (--warmup-at-depth): 12 layers, post-LN against pre-LN.
+DEEP = {"steps": 400, "batch_size": 32, "seq_len": 64, "lr": 1e-3}
 
 
 def rung_argv(rung: int, out: Path, steps: int, seed: int, warmup: float = 0.1) -> list[str]:
@@ -102,10 +114,10 @@ def mlm_accuracy(model, examples, tokenizer) -> dict:
     return {k: round(v, 4) for k, v in metrics.items() if k.startswith("eval_mlm")}
 
 
-def downstream(model, tokenizer, seed: int) -> dict:
-    """Fine-tune the pretrained encoder on the offline task: the better of FINETUNE_LRS."""
+def downstream(model, tokenizer) -> dict:
+    """Fine-tune the pretrained encoder on the offline task, each learning rate of FINETUNE_LRS
+    with each seed of FINETUNE_SEEDS; the learning rate with the best mean is reported."""
     task = offline_classification("train"), offline_classification("validation")
-    options = argparse.Namespace(steps=200, batch_size=32, max_length=64, seed=seed)
     with tempfile.TemporaryDirectory() as folder:
         plain = ModernBertForMaskedLM(model.config)
         plain.load_state_dict(
@@ -113,10 +125,123 @@ def downstream(model, tokenizer, seed: int) -> dict:
         )
         plain.save_pretrained(folder)
         tokenizer.save_vocabulary(folder)
-        runs = [finetune(folder, lr, task, options) for lr in FINETUNE_LRS]
-    best = max(runs, key=lambda r: r["final_accuracy"])
-    return {"accuracy": best["final_accuracy"], "lr": best["lr"],
-            "runs": [{"lr": r["lr"], "accuracy": r["final_accuracy"]} for r in runs]}  # fmt: skip
+        runs = [
+            {"lr": lr, "seed": seed, "accuracy": finetune(folder, lr, task, Namespace(
+                steps=200, batch_size=32, max_length=64, seed=seed))["final_accuracy"]}
+            for lr in FINETUNE_LRS
+            for seed in FINETUNE_SEEDS
+        ]  # fmt: skip
+    means = {
+        lr: sum(r["accuracy"] for r in runs if r["lr"] == lr) / len(FINETUNE_SEEDS)
+        for lr in FINETUNE_LRS
+    }
+    best = max(means, key=means.get)
+    return {"accuracy": round(means[best], 4), "lr": best, "runs": runs}
+
+
+def warmup_at_depth(args: argparse.Namespace) -> int:
+    """Post-LN and pre-LN at 12 layers, each with and without warm-up: the same MLM data (30%
+    masking, no NSP) and schedule (DEEP). Added to --json."""
+    payload = json.loads(args.json.read_text())
+    train_corpus, validation_corpus = pretrain.corpus_splits("offline-large")
+    tokenizer = BertTokenizer(args.out / "vocab" / "vocab.txt")
+    options = Namespace(no_nsp=True, seq_len=DEEP["seq_len"], seed=0, eval_examples=EVAL_EXAMPLES)
+    train_examples, eval_examples = pretrain.make_pretraining_examples(
+        options, tokenizer, train_corpus, validation_corpus
+    )
+    layers = 12
+    DEEP["lr"] = args.deep_lr
+    previous = payload.get("no_warmup_deep", {}).get("runs", [])
+    runs = [run for run in previous if run["lr"] != args.deep_lr]  # other rates are kept
+    for rung, position in ((1, "post"), (2, "pre")):
+        for warmup in (0.0, 0.1):
+            torch.manual_seed(0)
+            config = ladder_config(
+                rung, "tiny", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                num_hidden_layers=layers, layer_types=["full_attention"] * layers,
+            )  # fmt: skip
+            with tempfile.TemporaryDirectory() as out:
+                arguments = TrainingArguments(
+                    output_dir=Path(out), max_steps=DEEP["steps"],
+                    per_device_batch_size=DEEP["batch_size"], learning_rate=DEEP["lr"],
+                    warmup_ratio=warmup, weight_decay=0.01, eval_every=DEEP["steps"] // 4,
+                    save_every=DEEP["steps"], log_every=10,
+                    show_progress=False, seed=0,
+                )  # fmt: skip
+                result = train(
+                    ModernBertForMaskedLM(config),
+                    train_examples,
+                    PretrainingCollator(tokenizer, mlm_probability=0.3),
+                    arguments,
+                    eval_dataset=eval_examples,
+                    evaluate_fn=evaluate_pretraining,
+                    eval_collate_fn=PretrainingCollator(
+                        tokenizer, mlm_probability=pretrain.EVAL_MLM_PROBABILITY
+                    ),
+                    forward_kwargs={"masked_only": True},
+                )
+            runs.append({
+                "norm_position": position, "layers": layers, "warmup_ratio": warmup, **DEEP,
+                "evaluations": [{k: round(row[k], 4) if isinstance(row[k], float) else row[k]
+                                 for k in ("step", "eval_mlm_accuracy", "eval_mlm_loss")}
+                                for row in result.log_history if "eval_mlm_accuracy" in row],
+                "train_loss": [[row["step"], round(row["loss"], 4)]
+                               for row in result.log_history
+                               if "loss" in row and "eval_mlm_accuracy" not in row],
+                "final": {k: round(v, 4) for k, v in result.eval_metrics.items()},
+                "training_seconds": round(result.elapsed_s, 1),
+            })  # fmt: skip
+            print(f"{position}-LN, {layers} layers, warm-up {warmup}: {result.eval_metrics}")
+    payload["no_warmup_deep"] = {
+        "script": "python scripts/modern_ladder.py --warmup-at-depth --deep-lr LR, for each LR",
+        "machine": machine(),
+        "setup": f"{layers} layers of the tiny width (128), MLM only at 30%, batch "
+        f"{DEEP['batch_size']} x {DEEP['seq_len']} tokens, {DEEP['steps']} steps, linear decay",
+        "runs": runs,
+    }
+    args.json.write_text(json.dumps(payload, indent=1) + "\n")
+    return 0
+
+
+def random_baselines(args: argparse.Namespace) -> int:
+    """The downstream fine-tune of rungs 1 and 7 from random weights (no pretraining at all),
+    with the same grid: what the pretraining of each is worth. Added to --json."""
+    payload = json.loads(args.json.read_text())
+    tokenizer = BertTokenizer(args.out / "vocab" / "vocab.txt")
+    results = {}
+    for rung in (1, len(LADDER)):
+        torch.manual_seed(0)
+        config = ladder_config(
+            rung, "tiny", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+            local_attention=64,
+        )  # fmt: skip
+        results[str(rung)] = downstream(ModernBertForMaskedLM(config), tokenizer)
+        print(f"rung {rung}, random weights: {results[str(rung)]}", flush=True)
+    payload["random_init_downstream"] = {
+        "script": "python scripts/modern_ladder.py --random-baselines",
+        "machine": machine(),
+        "runs": results,
+    }
+    args.json.write_text(json.dumps(payload, indent=1) + "\n")
+    return 0
+
+
+def redo_downstream(args: argparse.Namespace) -> int:
+    """The downstream column again, from the runs' final checkpoints under --out."""
+    payload = json.loads(args.json.read_text())
+    tokenizer = BertTokenizer(args.out / "vocab" / "vocab.txt")
+    for record in payload["runs"]:
+        folder = args.out / f"rung{record['rung']}-seed{record['seed']}"
+        model = ModernBertForMaskedLM.from_hf(folder / f"checkpoint-{record['steps']}")
+        record["downstream"] = downstream(model, tokenizer)
+        print(f"rung {record['rung']} seed {record['seed']}: {record['downstream']}", flush=True)
+    payload["downstream_redone_with"] = {
+        "script": "python scripts/modern_ladder.py --redo-downstream",
+        "machine": machine(),
+    }
+    payload["downstream_setup"] = DOWNSTREAM_SETUP
+    args.json.write_text(json.dumps(payload, indent=1) + "\n")
+    return 0
 
 
 def best_of(repeats: int, fn, *args) -> float:
@@ -197,7 +322,29 @@ def main() -> int:
     parser.add_argument(
         "--json", type=Path, default=ROOT / "bertcourse" / "reference" / "modern_ladder_cpu.json"
     )
+    parser.add_argument(
+        "--redo-downstream",
+        action="store_true",
+        help="only the fine-tunes again, from the final checkpoints of the runs in --json",
+    )
+    parser.add_argument(
+        "--warmup-at-depth",
+        action="store_true",
+        help="only the warm-up experiment at 12 layers (post-LN and pre-LN), added to --json",
+    )
+    parser.add_argument(
+        "--random-baselines",
+        action="store_true",
+        help="only the fine-tunes of rungs 1 and 7 from random weights, added to --json",
+    )
+    parser.add_argument("--deep-lr", type=float, default=1e-3, help="with --warmup-at-depth")
     args = parser.parse_args()
+    if args.random_baselines:
+        return random_baselines(args)
+    if args.warmup_at_depth:
+        return warmup_at_depth(args)
+    if args.redo_downstream:
+        return redo_downstream(args)
     torch.set_num_threads(os.cpu_count() or 1)
     started_all = time.perf_counter()
     here = {**machine(), "load_average_before": round(os.getloadavg()[0], 2)}
@@ -257,7 +404,7 @@ def main() -> int:
                     for row in result.log_history
                     if "loss" in row and "eval_mlm_accuracy" not in row
                 ],
-                "downstream": downstream(model, tokenizer, seed),
+                "downstream": downstream(model, tokenizer),
                 "load_average_before": round(load, 2),
             }
             records.append(record)
@@ -306,6 +453,7 @@ def write(args, here, records, no_warmup, cost, unpad, started_all) -> None:
         "wall_seconds": round(time.perf_counter() - started_all, 1),
         "setup": " ".join(SETUP),
         "chance_downstream": 0.2,
+        "downstream_setup": DOWNSTREAM_SETUP,
         "runs": records,
         "no_warmup": no_warmup,
         "attention_cost": cost,

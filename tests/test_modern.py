@@ -526,8 +526,8 @@ def test_a_ladder_rung_saves_and_reloads_identically_but_has_no_transformers_twi
     assert reloaded.newly_initialized_keys == []
     input_ids, attention_mask, token_type_ids = random_batch(100, length=17)
     with torch.no_grad():
-        got = reloaded(input_ids, attention_mask, token_type_ids)
-        expected = ours(input_ids, attention_mask, token_type_ids)
+        got = reloaded(input_ids, attention_mask, token_type_ids=token_type_ids)
+        expected = ours(input_ids, attention_mask, token_type_ids=token_type_ids)
     for name in ("logits", "prediction_logits", "seq_relationship_logits"):
         if hasattr(expected, name):
             assert torch.equal(getattr(got, name), getattr(expected, name))
@@ -568,7 +568,7 @@ def test_rung_one_from_bert_pretraining_gives_berts_mlm_and_nsp_logits(implement
     labels = mlm_labels(input_ids, attention_mask)
     targets = dict(labels=labels, next_sentence_label=torch.tensor([0, 1, 1, 0]))
     with torch.no_grad():
-        got = ours(input_ids, attention_mask, token_type_ids, **targets)
+        got = ours(input_ids, attention_mask, token_type_ids=token_type_ids, **targets)
         expected = bert(input_ids, attention_mask, token_type_ids, **targets)
     assert_close_on_tokens(got.prediction_logits, expected.prediction_logits, attention_mask)
     assert (got.seq_relationship_logits - expected.seq_relationship_logits).abs().max() < TOLERANCE
@@ -580,11 +580,13 @@ def test_modern_model_from_bert_model_gives_the_same_hidden_states():
     ours = ModernBertModel.from_bert(bert)
     input_ids, attention_mask, token_type_ids = random_batch(100, length=17)
     with torch.no_grad():
-        got = ours(input_ids, attention_mask, token_type_ids).last_hidden_state
+        got = ours(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
         expected = bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         assert_close_on_tokens(got, expected, attention_mask)
         # Segments matter: the segment table was copied, not left at its initial values.
-        other_segments = ours(input_ids, attention_mask, 1 - token_type_ids).last_hidden_state
+        other_segments = ours(
+            input_ids, attention_mask, token_type_ids=1 - token_type_ids
+        ).last_hidden_state
     assert (other_segments - got).abs().max() > 1e-3
 
 
