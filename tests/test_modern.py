@@ -670,8 +670,12 @@ def test_unpadding_gives_the_same_hidden_states_and_zeros_at_padding(name):
     model = randomize(ModernBertModel(UNPAD_CONFIGS[name]).eval())
     input_ids, attention_mask, token_type_ids = skewed_batch()
     with torch.no_grad():
-        padded = model(input_ids, attention_mask, token_type_ids, unpad=False).last_hidden_state
-        unpadded = model(input_ids, attention_mask, token_type_ids, unpad=True).last_hidden_state
+        padded = model(
+            input_ids, attention_mask, token_type_ids=token_type_ids, unpad=False
+        ).last_hidden_state
+        unpadded = model(
+            input_ids, attention_mask, token_type_ids=token_type_ids, unpad=True
+        ).last_hidden_state
     assert_close_on_tokens(unpadded, padded, attention_mask)
     at_padding = unpadded[attention_mask == 0]  # (109, H)
     assert at_padding.shape[0] == 160 - 51 and torch.equal(at_padding, torch.zeros_like(at_padding))
@@ -685,7 +689,13 @@ def test_unpadding_gives_the_same_masked_lm_gradients(name):
     for unpad in (False, True):
         torch.manual_seed(0)
         model = randomize(ModernBertForMaskedLM(UNPAD_CONFIGS[name].replace(unpad=unpad)))
-        out = model(input_ids, attention_mask, token_type_ids, labels=labels, masked_only=True)
+        out = model(
+            input_ids,
+            attention_mask,
+            token_type_ids=token_type_ids,
+            labels=labels,
+            masked_only=True,
+        )
         out.loss.backward()
         losses.append(out.loss.detach())
         gradients.append({k: p.grad for k, p in model.named_parameters()})
