@@ -15,6 +15,7 @@ fails loudly.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "BertPreTrainingHeads",
     "BertOnlyMLMHead",
     "masked_lm_logits_and_loss",
+    "pretraining_loss",
     "BertForMaskedLM",
     "BertForPreTraining",
     "BertForSequenceClassification",
@@ -460,18 +462,19 @@ class BertOnlyMLMHead(nn.Module):
 
 
 def masked_lm_logits_and_loss(
-    head: BertLMPredictionHead,
+    head: Callable[[torch.Tensor], torch.Tensor],
     hidden_states: torch.Tensor,
     labels: torch.Tensor | None,
     masked_only: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Vocabulary logits and the MLM loss (mean over positions whose label is not -100).
 
+    head: the prediction head, hidden states (..., H) -> logits (..., V) (BERT's
+    `cls.predictions`; ModernBERT's head and decoder).
     masked_only ("sparse prediction"): run the head only on the labelled
     positions. The loss is the same, but the V-wide projection, the most
     expensive layer of a small BERT, runs on ~15% of the tokens.
     """
-    vocab_size = head.decoder.out_features
     if masked_only:
         if labels is None:
             raise ValueError(
@@ -484,8 +487,16 @@ def masked_lm_logits_and_loss(
     logits = head(hidden_states)  # (B, T, V)
     loss = None
     if labels is not None:
-        loss = F.cross_entropy(logits.view(-1, vocab_size), labels.view(-1), ignore_index=-100)
+        loss = F.cross_entropy(
+            logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100
+        )
     return logits, loss
+
+
+def pretraining_loss(*losses: torch.Tensor | None) -> torch.Tensor | None:
+    """The sum of the losses that were computed (MLM, NSP); None when there is none."""
+    present = [loss for loss in losses if loss is not None]
+    return sum(present[1:], present[0]) if present else None
 
 
 class _TiedMLMMixin:
@@ -596,8 +607,7 @@ class BertForPreTraining(_TiedMLMMixin, BertPreTrainedModel):
         nsp_loss = None
         if next_sentence_label is not None:
             nsp_loss = F.cross_entropy(seq_relationship_logits, next_sentence_label.view(-1))
-        losses = [loss for loss in (mlm_loss, nsp_loss) if loss is not None]
-        loss = sum(losses[1:], losses[0]) if losses else None
+        loss = pretraining_loss(mlm_loss, nsp_loss)
         return PreTrainingOutput(
             loss, prediction_logits, seq_relationship_logits, mlm_loss, nsp_loss, out.attentions
         )

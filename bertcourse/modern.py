@@ -51,6 +51,7 @@ from torch import nn
 from .config import SIZES, ConfigError
 from .files import atomic_save_file
 from .hf import CheckpointMismatchError, check_state_dict, read_weights
+from .model import masked_lm_logits_and_loss, pretraining_loss
 from .speedups import Dropout, Packing, dropout
 
 __all__ = [
@@ -1097,21 +1098,9 @@ class ModernBertForMaskedLM(ModernPreTrainedModel):
     def tie_weights(self) -> None:
         self.decoder.weight = self.model.embeddings.tok_embeddings.weight
 
-    def _mlm(
-        self, hidden: torch.Tensor, labels: torch.Tensor | None, masked_only: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if masked_only:
-            if labels is None:
-                raise ValueError("masked_only=True needs labels: it predicts only those positions.")
-            selected = labels != -100
-            logits = self.decoder(self.head(hidden[selected]))  # (N, V)
-            loss = F.cross_entropy(logits, labels[selected]) if logits.shape[0] else logits.sum()
-            return logits, loss
-        logits = self.decoder(self.head(hidden))
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, -2), labels.reshape(-1), ignore_index=-100)
-        return logits, loss
+    def predict(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits: the head (dense, act, norm), then the decoder tied to the embeddings."""
+        return self.decoder(self.head(hidden_states))
 
     def forward(
         self,
@@ -1134,7 +1123,9 @@ class ModernBertForMaskedLM(ModernPreTrainedModel):
             position_ids=position_ids,
             output_attentions=output_attentions,
         )
-        logits, loss = self._mlm(out.last_hidden_state, labels, masked_only)
+        logits, loss = masked_lm_logits_and_loss(
+            self.predict, out.last_hidden_state, labels, masked_only
+        )
         return ModernMaskedLMOutput(loss, logits, out.attentions)
 
 
@@ -1176,13 +1167,12 @@ class ModernBertForPreTraining(ModernBertForMaskedLM):
             output_attentions=output_attentions,
         )
         hidden = out.last_hidden_state
-        logits, mlm_loss = self._mlm(hidden, labels, masked_only)
+        logits, mlm_loss = masked_lm_logits_and_loss(self.predict, hidden, labels, masked_only)
         nsp_logits = self.seq_relationship(torch.tanh(self.pooler(hidden[:, 0])))
         nsp_loss = None
         if next_sentence_label is not None:
             nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label.view(-1))
-        losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
-        loss = sum(losses[1:], losses[0]) if losses else None
+        loss = pretraining_loss(mlm_loss, nsp_loss)
         return ModernPreTrainingOutput(loss, logits, nsp_logits, mlm_loss, nsp_loss, out.attentions)
 
     @classmethod

@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +53,7 @@ from bertcourse.training import TrainingArguments, evaluate_pretraining, make_da
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from downstream_comparison import finetune  # noqa: E402  (the same fine-tuning as chapter 9's)
+from pretrain_sweep import machine  # noqa: E402  (the same record of the machine)
 
 SETUP = ["--size", "tiny", "--corpus", "offline-large", "--vocab", "train:8000", "--seq-len", "128",
          "--batch-size", "64", "--lr", "3e-3", "--local-attention", "64"]  # fmt: skip
@@ -90,21 +89,6 @@ def rung_argv(rung: int, out: Path, steps: int, seed: int, warmup: float = 0.1) 
 def command(argv: list[str]) -> str:
     shown = [a if not a.startswith("/") else "runs/ladder/" + Path(a).name for a in argv]
     return "python -m bertcourse pretrain " + " ".join(shown)
-
-
-def machine() -> dict:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "commit": commit,
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
 
 
 def mlm_accuracy(model, examples, tokenizer) -> dict:
