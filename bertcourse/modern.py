@@ -52,7 +52,7 @@ from .config import SIZES, ConfigError
 from .files import atomic_save_file
 from .hf import CheckpointMismatchError, check_state_dict, read_weights
 from .model import masked_lm_logits_and_loss, pretraining_loss
-from .speedups import Dropout, Packing, dropout
+from .speedups import Dropout, Packing, dropout, padding_is_ignored
 
 __all__ = [
     "LADDER",
@@ -845,7 +845,7 @@ class ModernPreTrainedModel(nn.Module):
 
     def to_hf(self):
         """The transformers twin (every switch must be ModernBERT's), weights copied, strict."""
-        import transformers
+        import transformers  # deferred: needed only here, half a second to import
 
         hf_config = self.config.to_hf()
         for name, value in self.hf_config_extras().items():  # e.g. a classifier's labels
@@ -1123,10 +1123,32 @@ class ModernBertForMaskedLM(ModernPreTrainedModel):
             position_ids=position_ids,
             output_attentions=output_attentions,
         )
-        logits, loss = masked_lm_logits_and_loss(
-            self.predict, out.last_hidden_state, labels, masked_only
-        )
+        hidden = out.last_hidden_state
+        unpadded = self.config.unpad and attention_mask is not None and not masked_only
+        if unpadded and not bool(attention_mask.all()):
+            if padding_is_ignored(attention_mask, output_attentions, labels):
+                logits, loss = self._predict_real_tokens(hidden, attention_mask.bool(), labels)
+                return ModernMaskedLMOutput(loss, logits, out.attentions)
+        logits, loss = masked_lm_logits_and_loss(self.predict, hidden, labels, masked_only)
         return ModernMaskedLMOutput(loss, logits, out.attentions)
+
+    def _predict_real_tokens(
+        self, hidden: torch.Tensor, real: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Dense logits of an unpadded batch, the head and decoder run on the real tokens only.
+
+        Unpadding leaves zeros at padding positions, so their logits are those of a zero
+        vector, computed once: the same (B, T, V) logits as running the head everywhere, for
+        less work. The loss reads the real tokens (padding is labelled -100).
+        """
+        real_logits = self.predict(hidden[real])  # (N, V)
+        logits = real_logits.new_empty(*real.shape, real_logits.shape[-1])
+        logits[~real] = self.predict(hidden.new_zeros(1, hidden.shape[-1]))
+        logits[real] = real_logits
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(real_logits, labels[real], ignore_index=-100)
+        return logits, loss
 
 
 class ModernBertForPreTraining(ModernBertForMaskedLM):

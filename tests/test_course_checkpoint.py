@@ -34,9 +34,13 @@ def test_held_out_accuracy_is_the_cards():
         "course-tiny", setup["corpus"], setup["seq_len"], setup["eval_examples"], setup["seed"]
     )
     assert metrics["eval_examples"] == CARD["held_out"]["sequences"]
-    # The same tokens are masked; float sums on another CPU may flip a near-tie or two.
-    assert metrics["eval_mlm_accuracy"] == pytest.approx(CARD["held_out"]["mlm_accuracy"], abs=2e-3)
-    assert metrics["eval_mlm_loss"] == pytest.approx(CARD["held_out"]["mlm_loss"], abs=1e-2)
+    # The masking seed is fixed, but the held-out text is not quite: offline-large is made of
+    # the installed packages' docstrings, so a new release of one of them changes a few of the
+    # sampled sequences (huggingface_hub 2.4.0 -> 2.5.0 moved the accuracy 0.4165 -> 0.4188 and
+    # the loss 3.248 -> 3.238). A damaged or other checkpoint is far off (random weights score
+    # about 0.05 and 9.0).
+    assert metrics["eval_mlm_accuracy"] == pytest.approx(CARD["held_out"]["mlm_accuracy"], abs=1e-2)
+    assert metrics["eval_mlm_loss"] == pytest.approx(CARD["held_out"]["mlm_loss"], abs=5e-2)
 
 
 def test_loads_by_name_like_minilm_and_equals_transformers():

@@ -681,11 +681,14 @@ def test_unpadding_gives_the_same_hidden_states_and_zeros_at_padding(name):
     assert at_padding.shape[0] == 160 - 51 and torch.equal(at_padding, torch.zeros_like(at_padding))
 
 
+@pytest.mark.parametrize("masked_only", [True, False], ids=["sparse", "dense"])
 @pytest.mark.parametrize("name", list(UNPAD_CONFIGS))
-def test_unpadding_gives_the_same_masked_lm_gradients(name):
+def test_unpadding_gives_the_same_masked_lm_gradients(name, masked_only):
+    """Sparse and dense prediction; dense with unpadding runs the head on real tokens only and
+    fills padding rows with the logits of a zero vector, what the head gives there."""
     input_ids, attention_mask, token_type_ids = skewed_batch()
     labels = mlm_labels(input_ids, attention_mask)
-    losses, gradients = [], []
+    losses, gradients, logits = [], [], []
     for unpad in (False, True):
         torch.manual_seed(0)
         model = randomize(ModernBertForMaskedLM(UNPAD_CONFIGS[name].replace(unpad=unpad)))
@@ -694,12 +697,20 @@ def test_unpadding_gives_the_same_masked_lm_gradients(name):
             attention_mask,
             token_type_ids=token_type_ids,
             labels=labels,
-            masked_only=True,
+            masked_only=masked_only,
         )
         out.loss.backward()
         losses.append(out.loss.detach())
+        logits.append(out.logits.detach())
         gradients.append({k: p.grad for k, p in model.named_parameters()})
     assert abs(losses[0] - losses[1]) < TOLERANCE
+    if not masked_only:
+        real = attention_mask.bool()
+        assert logits[1].shape == logits[0].shape
+        assert (logits[0][real] - logits[1][real]).abs().max() < TOLERANCE
+        with torch.no_grad():  # padding rows: the head's output for a zero vector
+            zero = model.predict(torch.zeros(1, model.config.hidden_size))
+        assert torch.equal(logits[1][~real], zero.expand(int((~real).sum()), -1))
     assert gradients[0].keys() == gradients[1].keys()
     for key, gradient in gradients[0].items():
         assert gradient.abs().max() > 0 or "token_type" in key or "position" in key, key
