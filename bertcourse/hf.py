@@ -40,6 +40,7 @@ __all__ = [
     "normalize_state_dict",
     "check_state_dict",
     "load_state_dict_checked",
+    "write_checkpoint",
     "from_hf",
     "to_hf",
     "save_pretrained",
@@ -374,13 +375,22 @@ def to_hf(model: torch.nn.Module):
 
 def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Path:
     """Write config.json + model.safetensors that `transformers.AutoModel.from_pretrained` reads."""
-    directory = Path(directory)
     hf_config = model.config.to_hf()
     for name, value in getattr(model, "hf_config_extras", lambda: {})().items():
         setattr(hf_config, name, value)
     hf_config.architectures = [model.hf_class_name]
-    # A tied tensor (the MLM decoder is the word-embedding matrix) is saved once, under its
-    # source's name, as transformers does: loading ties it again.
+    return write_checkpoint(model, directory, hf_config.to_json_string())
+
+
+def write_checkpoint(
+    model: torch.nn.Module, directory: str | os.PathLike, config_json: str
+) -> Path:
+    """model.safetensors and config.json (the given text), each written atomically.
+
+    A tied tensor (the MLM decoder is the word-embedding matrix) is saved once, under its
+    source's name, as transformers does: loading ties it again.
+    """
+    directory = Path(directory)
     tied = getattr(model, "tied_weights", {})
     tensors = {
         k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k not in tied
@@ -389,9 +399,7 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Pat
         lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
         directory / "model.safetensors",
     )
-    atomic_save_file(
-        lambda tmp: Path(tmp).write_text(hf_config.to_json_string()), directory / "config.json"
-    )
+    atomic_save_file(lambda tmp: Path(tmp).write_text(config_json), directory / "config.json")
     return directory
 
 

@@ -45,12 +45,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from .config import SIZES, ConfigError
-from .files import atomic_save_file
-from .hf import CheckpointMismatchError, check_state_dict, read_weights
+from .hf import CheckpointMismatchError, load_state_dict_checked, read_weights, write_checkpoint
 from .model import masked_lm_logits_and_loss, pretraining_loss
 from .speedups import Dropout, Packing, dropout, padding_is_ignored
 
@@ -817,30 +815,10 @@ class ModernPreTrainedModel(nn.Module):
         return {}
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> list[str]:
-        """Load a state dict, every tensor checked; an encoder takes the encoder of a task model."""
-        prefix = self.base_model_prefix + "."
-        expected = set(self.state_dict())
-        model_prefixed = any(k.startswith(prefix) for k in expected)
-        renamed: dict[str, torch.Tensor] = {}
-        for key, tensor in state_dict.items():
-            if not model_prefixed and key.startswith(prefix):
-                key = key[len(prefix) :]
-            elif model_prefixed and not key.startswith(prefix) and prefix + key in expected:
-                key = prefix + key
-            if key in expected:
-                renamed[key] = tensor
-            elif not (key.startswith(("head.", "decoder.", "pooler.", "seq_relationship.",
-                                      "classifier.")) or key.startswith(prefix)):  # fmt: skip
-                renamed[key] = tensor  # unexpected: check_state_dict names it
-        for alias, source in self.tied_weights.items():
-            if alias not in renamed and source in renamed:
-                renamed[alias] = renamed[source]
-        allowed = self.allowed_missing_prefixes + tuple(self.tied_weights)
-        check_state_dict(self, renamed, allowed)
-        self.load_state_dict(renamed, strict=False)
-        if hasattr(self, "tie_weights"):
-            self.tie_weights()
-        self.newly_initialized_keys = [k for k in self.state_dict() if k not in renamed]
+        """Load a state dict, every tensor checked (`hf.load_state_dict_checked`: an encoder
+        takes the encoder of a task model, another task's head is left out); returns the names
+        that start fresh."""
+        load_state_dict_checked(self, state_dict)
         return self.newly_initialized_keys
 
     def to_hf(self):
@@ -874,20 +852,7 @@ class ModernPreTrainedModel(nn.Module):
                                   "rope_theta": self.config.local_rope_theta},
         }  # fmt: skip
         config.update(self.config_extras())
-        tensors = {
-            k: v.detach().contiguous().clone()
-            for k, v in self.state_dict().items()
-            if k not in self.tied_weights
-        }
-        atomic_save_file(
-            lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
-            directory / "model.safetensors",
-        )
-        atomic_save_file(
-            lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"),
-            directory / "config.json",
-        )
-        return directory
+        return write_checkpoint(self, directory, json.dumps(config, indent=2) + "\n")
 
     def config_extras(self) -> dict[str, Any]:
         """Fields a subclass adds to the config.json it saves."""
