@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import SIZES, ConfigError
+from .config import SIZES, BertConfig, ConfigError
 from .hf import CheckpointMismatchError, load_state_dict_checked, read_weights, write_checkpoint
 from .model import masked_lm_logits_and_loss, pretraining_loss
 from .speedups import Dropout, Packing, dropout, padding_is_ignored
@@ -387,22 +387,11 @@ def ladder_config(rung: str | int, size: str = "tiny", **overrides: Any) -> Mode
     index = rung - 1 if isinstance(rung, int) else names.index(rung) if rung in names else -1
     if not 0 <= index < len(LADDER):
         raise ConfigError(f"Unknown rung {rung!r}: choose 1-{len(LADDER)} or one of {names}.")
-    layers, hidden, heads = SIZES[size] if size in SIZES else (None, None, None)
-    if layers is None:
-        raise ConfigError(f"Unknown model size {size!r}; choose one of {', '.join(SIZES)}.")
-    fields: dict[str, Any] = dict(
-        num_hidden_layers=layers,
-        hidden_size=hidden,
-        num_attention_heads=heads,
-        intermediate_size=4 * hidden,
-        hidden_activation="gelu",
-        classifier_activation="gelu",
-        max_position_embeddings=512,
-        layer_types=["full_attention"] * layers,
-        type_vocab_size=2,
-        norm_eps=1e-12,
-        **BERT_SWITCHES,
+    bert = BertConfig.from_name(  # refuses an unknown size
+        size, vocab_size=ModernConfig.vocab_size, pad_token_id=ModernConfig.pad_token_id
     )
+    fields = ModernConfig.from_bert(bert).to_dict()  # rung 1: every switch at BERT's value
+    layers, hidden = bert.num_hidden_layers, bert.hidden_size
     for step in LADDER[: index + 1]:
         for key, value in step.config.items():
             if key == "layer_types":
