@@ -94,19 +94,28 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        length = input_ids.shape[1]
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        token_type_ids: torch.Tensor,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """inputs_embeds (B, T, H), given in place of input_ids, stands for the word
+        embeddings: attribution methods (`bertcourse.interpret`) move along them."""
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, H)
+        length = inputs_embeds.shape[1]
         if length > self.position_embeddings.num_embeddings:
             raise ValueError(
                 f"Sequence length {length} exceeds max_position_embeddings "
                 f"({self.position_embeddings.num_embeddings}): truncate the input "
                 "(e.g. max_length in the tokenizer) or use a config with more positions."
             )
-        position_ids = torch.arange(length, device=input_ids.device)  # (T,)
+        position_ids = torch.arange(length, device=inputs_embeds.device)  # (T,)
         # Summed in the reference's order (token + segment, then position): float addition
         # is not associative, and 6-12 layers amplify a last-bit difference to ~1e-5.
         embeddings = (
-            self.word_embeddings(input_ids)  # (B, T, H)
+            inputs_embeds  # (B, T, H)
             + self.token_type_embeddings(token_type_ids)  # (B, T, H)
             + self.position_embeddings(position_ids)  # (T, H), broadcast over the batch
         )
@@ -314,12 +323,13 @@ class BertModel(BertPreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         *,
         output_attentions: bool = False,
         skip_padding: bool = False,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> BertModelOutput:
         """input_ids (B, T); attention_mask (B, T) with 1 for real tokens and 0 for
         padding, default all 1; token_type_ids (B, T) segment ids, default 0: the
@@ -330,15 +340,32 @@ class BertModel(BertPreTrainedModel):
         speed-up, see `bertcourse.speedups`); real tokens get the same vectors,
         padding positions of last_hidden_state come out as 0 instead of values no
         one uses. The task heads turn it on when their loss and outputs ignore padding.
+
+        inputs_embeds: (B, T, H) word embeddings to use instead of looking up
+        input_ids (pass None for input_ids), as in `transformers`; position and
+        segment embeddings are added as usual.
         """
-        if input_ids.dim() != 2:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError(
+                "Give exactly one of input_ids (B, T) and inputs_embeds (B, T, H): "
+                "model(None, mask, inputs_embeds=embeddings) to start from embeddings."
+            )
+        if inputs_embeds is not None:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+                raise ValueError(
+                    f"inputs_embeds must be (batch, length, {self.config.hidden_size}), got shape "
+                    f"{tuple(inputs_embeds.shape)}."
+                )
+            if token_type_ids is None:
+                token_type_ids = inputs_embeds.new_zeros(inputs_embeds.shape[:2], dtype=torch.long)
+        elif input_ids.dim() != 2:
             raise ValueError(
                 f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; "
                 "for one sentence use input_ids.unsqueeze(0)."
             )
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        hidden_states = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        hidden_states = self.embeddings(input_ids, token_type_ids, inputs_embeds)  # (B, T, H)
         extended_mask = self.extended_attention_mask(attention_mask, hidden_states.dtype)
         packing = None
         if skip_padding and extended_mask is not None:  # a batch with padding to skip
@@ -680,14 +707,18 @@ class BertForSequenceClassification(_LabelledClassifier):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         *,
         labels: torch.Tensor | None = None,
         output_attentions: bool = False,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
-        """Only [CLS] is classified, so the encoder skips padding (see BertModel's skip_padding)."""
+        """Only [CLS] is classified, so the encoder skips padding (see BertModel's skip_padding).
+
+        inputs_embeds: word embeddings (B, T, H) in place of input_ids, as in BertModel.
+        """
         skip = padding_is_ignored(attention_mask, output_attentions, reads_cls=True)
         out = self.bert(
             input_ids,
@@ -695,6 +726,7 @@ class BertForSequenceClassification(_LabelledClassifier):
             token_type_ids,
             output_attentions=output_attentions,
             skip_padding=skip,
+            inputs_embeds=inputs_embeds,
         )
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = None
