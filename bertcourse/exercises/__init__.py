@@ -74,6 +74,12 @@ from .ch13_embeddings_and_search import (
     check_recall_at_k,
 )
 from .ch14_modern_bert import check_geglu, check_rotary, check_sliding_window_mask
+from .ch15_looking_inside import (
+    check_attention_rollout,
+    check_control_labels,
+    check_integrated_gradients,
+)
+from .ch16_robustness import check_attack_metrics, check_typos
 
 __all__ = [
     "ExerciseFailed",
@@ -116,4 +122,9 @@ __all__ = [
     "check_rotary",
     "check_geglu",
     "check_sliding_window_mask",
+    "check_attention_rollout",
+    "check_integrated_gradients",
+    "check_control_labels",
+    "check_attack_metrics",
+    "check_typos",
 ]
