@@ -609,9 +609,10 @@ class SentenceSimilarity:
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, H) unit vectors, from the cache where possible."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing and len(self._cache) + len(missing) > self.cache_size:
+            self._cache.clear()  # full: start again, encoding every text asked for now
+            missing = list(dict.fromkeys(texts))
         if missing:
-            if len(self._cache) + len(missing) > self.cache_size:
-                self._cache.clear()
             vectors = encode(
                 self.encoder_model, self.tokenizer, missing, max_length=self.max_length
             )

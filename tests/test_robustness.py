@@ -25,6 +25,7 @@ from bertcourse.robustness import (
     MALE_NAMES,
     STOP_WORDS,
     AttackResult,
+    SentenceSimilarity,
     TextClassifier,
     attack_summary,
     auroc,
@@ -557,6 +558,18 @@ def test_sentence_similarity_is_the_cosine_of_encode(tokenizer):
     assert similarity(a, b) == pytest.approx((vectors[0] @ vectors[1]).item(), abs=1e-6)
     assert similarity(b, a) == pytest.approx(similarity(a, b), abs=1e-6)
     assert similarity(a, a) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_sentence_similarity_keeps_working_when_its_cache_fills(tokenizer):
+    torch.manual_seed(2)
+    encoder = BertModel(TINY).eval()
+    similarity = SentenceSimilarity(encoder, tokenizer, cache_size=3)
+    original = "a wonderful film"
+    variants = [f"a wonderful film number {i}" for i in range(6)]
+    vectors = encode(encoder, tokenizer, [original, *variants])
+    for i, variant in enumerate(variants):  # the original stays asked for as the cache turns over
+        expected = (vectors[0] @ vectors[i + 1]).item()
+        assert similarity(original, variant) == pytest.approx(expected, abs=1e-6)
 
 
 # -- bias -------------------------------------------------------------------------------------------
