@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import encode
+from .embeddings import _batches_by_length, encode
 
 __all__ = [
     "TYPO_KINDS",
@@ -154,21 +154,6 @@ class TextClassifier:
     def num_labels(self) -> int:
         return int(self.model.num_labels)
 
-    def _batches(self, ids: list[list[int]]):
-        """(rows, input_ids (B, T), attention_mask (B, T)), longest texts first."""
-        pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
-        device = next(self.model.parameters()).device
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            longest = len(ids[rows[0]])
-            input_ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
-            for row, i in enumerate(rows):
-                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                attention_mask[row, : len(ids[i])] = 1
-            yield rows, input_ids.to(device), attention_mask.to(device)
-
     @torch.no_grad()
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
         """Texts → (N, C) class probabilities (softmax of the logits), row i for texts[i]."""
@@ -180,7 +165,10 @@ class TextClassifier:
         was_training = self.model.training
         self.model.eval()
         try:
-            for rows, input_ids, attention_mask in self._batches(ids):
+            pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
+            device = next(self.model.parameters()).device
+            batches = _batches_by_length(ids, self.batch_size, pad_id, device)  # longest first
+            for rows, input_ids, attention_mask in batches:
                 logits = self.model(input_ids, attention_mask).logits.float()  # (B, C)
                 if probabilities is None:
                     probabilities = torch.empty(len(texts), logits.shape[-1])
