@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import MultiHeadSelfAttention, additive_mask
+from .embeddings import _batches_by_length
 from .model import BertForSequenceClassification, BertModel
 from .speedups import Packing, dropout
 
@@ -894,18 +895,12 @@ def word_features(
         encoded.append((ids, firsts))
     device = next(model.parameters()).device
     per_sentence: list[list[torch.Tensor] | None] = [None] * len(encoded)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        length = max(len(encoded[i][0]) for i in rows)
-        input_ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for row, i in enumerate(rows):
-            ids = encoded[i][0]
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
+    batches = _batches_by_length(
+        [ids for ids, _ in encoded], batch_size, tokenizer.pad_token_id, device
+    )
+    for rows, input_ids, mask in batches:
         with torch.no_grad():
-            states = hidden_states_per_layer(model, input_ids.to(device), mask.to(device))
+            states = hidden_states_per_layer(model, input_ids, mask)
         for row, i in enumerate(rows):
             firsts = torch.tensor(encoded[i][1], dtype=torch.long, device=device)
             per_sentence[i] = [layer[row].index_select(0, firsts).cpu() for layer in states]
