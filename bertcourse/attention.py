@@ -17,6 +17,9 @@ padding tokens.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,6 +52,7 @@ def scaled_dot_product_attention(
     value: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     dropout_p: float = 0.0,
+    probs_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(Q K^T / sqrt(d_k) + mask) V, written out.
 
@@ -57,6 +61,8 @@ def scaled_dot_product_attention(
     `torch.nn.functional.scaled_dot_product_attention`: a bool mask is True
     where a query may attend to a key; a float mask is added to the scores.
     dropout_p: probability of zeroing an attention weight (pass 0 in eval).
+    probs_transform: applied to the probabilities after the softmax, before dropout (an
+    intervention such as `bertcourse.interpret.permuted_attention`; None: none).
 
     Returns (output (..., L_q, d_v), attention_probs (..., L_q, L_k)); the
     probabilities are the ones that multiplied V, i.e. after dropout.
@@ -76,6 +82,8 @@ def scaled_dot_product_attention(
             attention_mask = additive_mask(attention_mask, scores.dtype)
         scores = scores + attention_mask
     attention_probs = scores.softmax(dim=-1)
+    if probs_transform is not None:
+        attention_probs = probs_transform(attention_probs)
     if dropout_p > 0.0:
         attention_probs = dropout(attention_probs, dropout_p)  # F.dropout, cheaper on a CPU
     return attention_probs @ value, attention_probs
@@ -98,6 +106,9 @@ class MultiHeadSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_prob = config.attention_probs_dropout_prob
         self.attn_implementation = config.attn_implementation
+        # (probs, attention_mask) -> probs, between the softmax and the values; set by
+        # interventions (`interpret.permuted_attention`), which need the eager path.
+        self.probs_transform: Callable[..., torch.Tensor] | None = None
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -138,7 +149,11 @@ class MultiHeadSelfAttention(nn.Module):
         key = self.split_heads(key)  # (B, nh, T, hs)
         value = self.split_heads(value)  # (B, nh, T, hs)
         dropout_p = self.dropout_prob if self.training else 0.0
-        fused = self.attn_implementation == "sdpa" and not output_attentions
+        fused = (
+            self.attn_implementation == "sdpa"
+            and not output_attentions
+            and self.probs_transform is None
+        )
         if dropout_p > 0.0 and query.device.type == "cpu":  # eager: cheaper dropout on a CPU
             fused = False
 
@@ -148,8 +163,11 @@ class MultiHeadSelfAttention(nn.Module):
             )
             attention_probs = None
         else:
+            transform = None
+            if self.probs_transform is not None:
+                transform = functools.partial(self.probs_transform, attention_mask=attention_mask)
             context, attention_probs = scaled_dot_product_attention(
-                query, key, value, attention_mask, dropout_p
+                query, key, value, attention_mask, dropout_p, transform
             )
             if not output_attentions:
                 attention_probs = None

@@ -52,10 +52,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attention import MultiHeadSelfAttention, additive_mask
 from .embeddings import _batches_by_length
 from .model import BertForSequenceClassification, BertModel
-from .speedups import Packing, dropout
 
 __all__ = [
     "hidden_states_per_layer",
@@ -733,43 +731,14 @@ def _permute_among_real_keys(
     return permuted.masked_fill(~real, 0.0)
 
 
-def _permuted_self_attention(
-    module: MultiHeadSelfAttention, generator: torch.Generator | None
-) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
-    """A forward for `module` that permutes its attention weights before they mix the values."""
+def _permuting(generator: torch.Generator | None) -> Callable[..., torch.Tensor]:
+    """A `MultiHeadSelfAttention.probs_transform` that shuffles the weights among real keys."""
 
-    def forward(
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        *,
-        output_attentions: bool = False,
-        packing: Packing | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        query = module.query(hidden_states)
-        key = module.key(hidden_states)
-        value = module.value(hidden_states)
-        if packing is not None:  # the N real tokens back into their sentences
-            query, key, value = packing.unpack(query), packing.unpack(key), packing.unpack(value)
-        query = module.split_heads(query)  # (B, nh, T, hs)
-        key = module.split_heads(key)
-        value = module.split_heads(value)
-        scores = query @ key.transpose(-2, -1) * query.shape[-1] ** -0.5  # (B, nh, T, T)
-        if attention_mask is not None:
-            bias = attention_mask
-            if bias.dtype == torch.bool:
-                bias = additive_mask(bias, scores.dtype)
-            scores = scores + bias
-        attention_probs = _permute_among_real_keys(
-            scores.softmax(dim=-1), _real_keys(attention_mask, scores), generator
-        )
-        if module.training and module.dropout_prob > 0.0:
-            attention_probs = dropout(attention_probs, module.dropout_prob)
-        context = module.merge_heads(attention_probs @ value)  # (B, T, H)
-        if packing is not None:
-            context = packing.pack(context)
-        return context, (attention_probs if output_attentions else None)
+    def transform(attention_probs: torch.Tensor, attention_mask: torch.Tensor | None):
+        real = _real_keys(attention_mask, attention_probs)
+        return _permute_among_real_keys(attention_probs, real, generator)
 
-    return forward
+    return transform
 
 
 @contextlib.contextmanager
@@ -787,7 +756,7 @@ def permuted_attention(
     everything else stay as they were. Works with every forward path of the
     model (padding skipped or not, with or without output_attentions, whose
     maps are then the permuted ones). A seeded `generator` makes the
-    permutations, and so the outputs, reproducible. The original forwards are
+    permutations, and so the outputs, reproducible. The original attention is
     back on exit, also after an exception.
     """
     bert = _encoder_of(model)
@@ -797,17 +766,14 @@ def permuted_attention(
     if bad:
         raise ValueError(f"layers {bad} do not exist: the model has layers 0 to {count - 1}.")
     modules = [bert.encoder.layer[i].attention.self for i in chosen]
-    saved = [module.__dict__.get("forward") for module in modules]
+    saved = [module.probs_transform for module in modules]
     try:
         for module in modules:
-            module.forward = _permuted_self_attention(module, generator)
+            module.probs_transform = _permuting(generator)
         yield
     finally:
         for module, previous in zip(modules, saved, strict=True):
-            if previous is None:
-                module.__dict__.pop("forward", None)
-            else:
-                module.forward = previous
+            module.probs_transform = previous
 
 
 def rank_correlation(a: Sequence[float] | torch.Tensor, b: Sequence[float] | torch.Tensor) -> float:
