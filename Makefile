@@ -40,11 +40,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (bertcourse)" > /dev/null
 	touch $@
 
-# The execution cache does not know about profiles: drop it when the profile changes.
-book: venv
+# The book's execution cache; book_cache_for(profile) empties it unless it holds runs of that
+# profile (the cache does not know about profiles).
+BOOK_CACHE := _build/.jupyter_cache
+define book_cache_for
 	@mkdir -p _build
-	@if [ "$$(cat _build/.profile 2>/dev/null)" != "$(PROFILE)" ]; then rm -rf _build/.jupyter_cache; fi
-	@echo "$(PROFILE)" > _build/.profile
+	@if [ "$$(cat _build/.profile 2>/dev/null)" != "$(1)" ]; then rm -rf $(BOOK_CACHE); fi
+	@echo "$(1)" > _build/.profile
+endef
+
+book: venv
+	$(call book_cache_for,$(PROFILE))
 	BERTCOURSE_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . $(BOOK_FLAGS)
 	$(PY) scripts/check_book.py _build/html
 	@echo "Book: file://$(CURDIR)/_build/html/index.html"
@@ -59,8 +65,13 @@ lint: venv
 test-package: venv
 	$(PY) -m pytest tests
 
+# nbval's run of each notebook also goes into the book's execution cache
+# (scripts/nbval_book_cache.py), so `make test`'s book build renders it instead of
+# executing every chapter a second time.
 test-notebooks: venv
-	BERTCOURSE_PROFILE=ci $(PY) -m pytest --nbval-lax --durations=0 notebooks/
+	$(call book_cache_for,ci)
+	BERTCOURSE_PROFILE=ci BERTCOURSE_BOOK_CACHE=$(BOOK_CACHE) PYTHONPATH=scripts \
+		$(PY) -m pytest -p nbval_book_cache --nbval-lax --durations=0 notebooks/
 
 test-colab: venv
 	TORCH_SPEC="$(TORCH_SPEC)" $(PY) scripts/colab_check.py
