@@ -7,7 +7,7 @@
 #   make student   the student edition: solutions replaced by stubs -> student/notebooks
 #                  (committed: Colab and Binder open it; run after changing a notebook)
 #   make screenshots  key pages of the built book as PNG (headless Chromium) -> _build/screenshots
-#   make bench     throughput of our BertModel vs transformers (BENCH_ARGS="--size base ...")
+#   make bench     the benchmark matrix, our BERT vs transformers (BENCH_ARGS="--quick", "--size base")
 #   make course-checkpoint  pretrain the course checkpoint again (about 25 minutes on 2 cores)
 #                  and ship it in bertcourse/checkpoints/course-tiny with its card
 #   make clean     remove build outputs (keeps .venv)

@@ -1,18 +1,23 @@
 """The benchmark runs and reports; it measures, it does not assert speed."""
 
+import contextlib
 import json
 import math
 
 import pytest
 import torch
 
-from bertcourse import bench, commands
+from bertcourse import BertConfig, bench, commands
+from bertcourse.bench.modern import _modern_pair as modern_pair
+from bertcourse.modern import ModernConfig
 
 
 def test_bench_runs_both_modes_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = bench.main(
         [
+            "--task",
+            "encoder",
             "--steps",
             "2",
             "--warmup",
@@ -39,7 +44,7 @@ def test_bench_runs_both_modes_and_writes_json(tmp_path, capsys):
 
 
 def test_make_batch_padding_fraction():
-    config = bench.BertConfig.from_name("tiny", vocab_size=50)
+    config = BertConfig.from_name("tiny", vocab_size=50)
     _, mask, _ = bench.make_batch(config, batch=64, length=100, padding=0.25, device="cpu")
     assert abs((1 - mask.float().mean().item()) - 0.25) < 0.02
     assert mask[:, 0].all()
@@ -74,7 +79,7 @@ def test_pretraining_bench_runs_and_the_models_agree(tmp_path, capsys):
 
 
 def test_flops_per_token_counts_matmuls_and_attention():
-    config = bench.BertConfig.from_name("base")
+    config = BertConfig.from_name("base")
     flops = bench.pretraining_flops_per_token(config, seq_len=128)
     # 12 layers x (4 H^2 + 2 H I) + H^2 + H V weights, 6 FLOPs each, + 12 L H T
     weights = 12 * (4 * 768**2 + 2 * 768 * 3072) + 768**2 + 768 * 30522
@@ -200,13 +205,13 @@ def test_modern_bench_runs_and_the_models_agree(tmp_path, capsys):
 
 
 def test_modern_bench_sparse_rows_make_transformers_predict_sparsely():
-    config = bench.ModernConfig.from_name("tiny", vocab_size=128, pad_token_id=0)
+    config = ModernConfig.from_name("tiny", vocab_size=128, pad_token_id=0)
     inputs = bench.pretraining_batch(config, 2, 16, 0.25, "cpu", mlm_probability=0.3)
     labelled = int((inputs["labels"] != -100).sum())
     assert 0 < labelled < inputs["attention_mask"].sum()  # 30% of the real tokens
     kwargs = {name: inputs[name] for name in ("input_ids", "attention_mask", "labels")}
     for prediction, shape in (("dense", (2, 16, 128)), ("sparse", (labelled, 128))):
-        ours, reference = bench._modern_pair(config, "train", prediction, torch.device("cpu"))
+        ours, reference = modern_pair(config, "train", prediction, torch.device("cpu"))
         with torch.no_grad():
             theirs = reference(**kwargs)
             mine = ours(**kwargs, masked_only=prediction == "sparse")
@@ -252,3 +257,108 @@ def test_modern_options_parse_and_other_tasks_take_one_size():
     assert bench.build_parser().parse_args(["--no-unpad"]).unpad is False
     with pytest.raises(SystemExit):
         bench.main(["--task", "pretraining", "--size", "tiny", "mini"])
+
+
+def matrix_args(*extra: str) -> list[str]:
+    """The matrix at a toy scale: tiny model, 100-token vocabulary, one step each side."""
+    return ["--size", "tiny", "--seq-len", "16", "32", "--batch", "4", "--steps", "1"] + [
+        "--warmup",
+        "0",
+        "--vocab-size",
+        "100",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        *extra,
+    ]
+
+
+def test_matrix_is_the_default_task_and_writes_a_ratio_per_row(tmp_path, capsys):
+    out = tmp_path / "matrix.json"
+    assert bench.main([*matrix_args(), "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    for workload in bench.MATRIX_WORKLOADS:
+        assert workload in table
+    payload = json.loads(out.read_text())
+    rows = payload["rows"]
+    assert len(rows) == 2 * len(bench.MATRIX_WORKLOADS)  # two lengths x five workloads
+    assert {(r["seq_len"], r["workload"]) for r in rows} == {
+        (length, workload) for length in (16, 32) for workload in bench.MATRIX_WORKLOADS
+    }
+    for row in rows:
+        assert row["agree"] and row["difference"] <= bench.MATRIX_TOLERANCE["float32"]
+        assert row["ratio"] == pytest.approx(
+            row["ours_tokens_per_s"] / row["reference_tokens_per_s"]
+        )
+        training = not row["workload"].endswith("inference")
+        assert (row["ours_saved_activations_mb"] is not None) == training
+        assert row["ours_mfu"] is None  # no GPU peak known on a CPU
+    assert payload["setup"]["device"] == "cpu" and payload["setup"]["dtypes"] == ["float32"]
+    # Sparse prediction keeps the decoder's logits only at masked positions: less saved.
+    by = {(r["seq_len"], r["workload"]): r for r in rows}
+    assert (
+        by[32, "pretrain sparse"]["ours_saved_activations_mb"]
+        < by[32, "pretrain dense"]["ours_saved_activations_mb"]
+    )
+
+
+def test_matrix_gives_no_ratio_when_the_models_differ(tmp_path, monkeypatch, capsys):
+    from bertcourse import model
+
+    exact = model.BertModel.from_hf.__func__
+
+    def perturbed(cls, reference, *args, **kwargs):  # our twin, its last LayerNorm shifted
+        ours = exact(cls, reference, *args, **kwargs)
+        with torch.no_grad():
+            ours.encoder.layer[-1].output.LayerNorm.bias.add_(0.01)
+        return ours
+
+    monkeypatch.setattr(model.BertModel, "from_hf", classmethod(perturbed))
+    out = tmp_path / "matrix.json"
+    args = matrix_args("--workload", "encoder inference", "--json", str(out))
+    assert bench.main(args) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("not timed, no ratio") == 2
+    assert "compute different things" in captured.err
+    for row in json.loads(out.read_text())["rows"]:
+        assert not row["agree"] and row["difference"] > 1e-4
+        assert row["ratio"] is None and row["ours_tokens_per_s"] is None
+
+
+def test_saved_activations_count_what_backward_keeps():
+    linear = torch.nn.Linear(64, 64)
+
+    class Wrapped(torch.nn.Module):  # a model whose forward returns an object with .loss
+        def __init__(self):
+            super().__init__()
+            self.linear = linear
+
+        def forward(self, x):
+            return type("Out", (), {"loss": torch.relu(self.linear(x)).sum()})()
+
+    x = torch.randn(1000, 64)
+    saved = bench.saved_activation_mb(Wrapped(), {"x": x}, {}, lambda: contextlib.nullcontext())
+    # The input (saved by the matmul) and the relu output: 2 x 1000 x 64 floats, the weight
+    # not counted.
+    assert saved == pytest.approx(2 * 1000 * 64 * 4 / 2**20)
+
+
+def test_matrix_flops_per_token_match_the_pretraining_formula():
+    config = BertConfig.from_name("mini", vocab_size=30522)
+    dense = bench.flops_per_token(config, 128, "pretrain dense")
+    assert dense == bench.pretraining_flops_per_token(config, 128)
+    inference = bench.flops_per_token(config, 128, "encoder inference")
+    train = bench.flops_per_token(config, 128, "classify train")
+    assert train == 3 * inference and dense > train
+
+
+def test_matrix_options():
+    args = bench.build_parser().parse_args(
+        ["--quick", "--size", "tiny", "mini", "--seq-len", "128"]
+    )
+    assert args.task == "matrix" and args.quick and args.size == ["tiny", "mini"]
+    with pytest.raises(SystemExit):
+        bench.main(["--task", "encoder", "--workload", "pretrain dense"])
+    with pytest.raises(ValueError, match="Unknown"):
+        bench.run_matrix(sizes=("huge",), progress=False)
