@@ -24,6 +24,17 @@ from .timing import (
     time_training_steps,
 )
 
+__all__ = [
+    "BenchResult",
+    "run",
+    "PretrainingResult",
+    "run_pretraining",
+    "run_finetuning",
+    "format_finetuning",
+    "format_pretraining",
+    "format_table",
+]
+
 
 @dataclass
 class BenchResult:

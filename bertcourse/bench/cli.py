@@ -24,6 +24,11 @@ from .matrix import MATRIX_TOKENS_PER_BATCH, MATRIX_WORKLOADS, format_matrix, ru
 from .modern import MODERN_TOKENS_PER_BATCH, format_modern, run_modern
 from .tokenizer import format_tokenizer, run_tokenizer
 
+__all__ = [
+    "build_parser",
+    "main",
+]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -15,6 +15,14 @@ from ..hf import minilm_path
 from ..model import BertModel
 from .timing import machine_setup, time_steps
 
+__all__ = [
+    "EMBED_TOLERANCE",
+    "EMBED_TEXT_KINDS",
+    "EMBED_TOKENIZERS",
+    "run_embed",
+    "format_embed",
+]
+
 # Two computations agree if no coordinate of their (normalised) vectors differs by more.
 EMBED_TOLERANCE = 1e-4
 EMBED_TEXT_KINDS = ("passages", "queries")

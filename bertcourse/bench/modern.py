@@ -21,6 +21,14 @@ from .timing import (
     time_training_steps,
 )
 
+__all__ = [
+    "MODERN_TOLERANCE",
+    "MODERN_TOKENS_PER_BATCH",
+    "MODERN_STEPS",
+    "run_modern",
+    "format_modern",
+]
+
 # Two computations agree if their losses and logits on the labelled tokens (training rows), or
 # their last hidden states on real tokens (inference rows), differ by no more than this;
 # autocast rounds differently on each side.

@@ -15,6 +15,19 @@ from torch import nn
 from ..config import BertConfig
 from ..modern import ModernConfig
 
+__all__ = [
+    "make_batch",
+    "AMP_DTYPES",
+    "mixed_precision",
+    "PEAK_BF16_TFLOPS",
+    "pretraining_flops_per_token",
+    "step_setup",
+    "machine_setup",
+    "time_steps",
+    "time_training_steps",
+    "pretraining_batch",
+]
+
 
 def make_batch(config: BertConfig, batch: int, length: int, padding: float, device, seed: int = 0):
     """(input_ids, attention_mask, token_type_ids), transformers' order: random ids; row lengths fall evenly from L to L * (1 - 2 * padding), so on average a

@@ -10,6 +10,11 @@ import transformers
 
 from ..hf import minilm_path
 
+__all__ = [
+    "run_tokenizer",
+    "format_tokenizer",
+]
+
 
 def run_tokenizer(documents: int = 200, repeats: int = 3) -> dict[str, Any]:
     """Our pure-Python BertTokenizer against transformers' fast (Rust) tokenizer on long texts.

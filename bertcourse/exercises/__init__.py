@@ -80,6 +80,7 @@ from .ch15_looking_inside import (
     check_integrated_gradients,
 )
 from .ch16_robustness import check_attack_metrics, check_typos
+from .ch18_smaller_models import check_distillation_loss, check_int8_quantize
 
 __all__ = [
     "ExerciseFailed",
@@ -127,4 +128,6 @@ __all__ = [
     "check_control_labels",
     "check_attack_metrics",
     "check_typos",
+    "check_distillation_loss",
+    "check_int8_quantize",
 ]
