@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -38,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ..config import SIZES, BertConfig, get_device
 from ..model import BertForPreTraining, BertForSequenceClassification, BertModel
+from ..speed import saved_tensor_bytes
 from .timing import (
     PEAK_BF16_TFLOPS,
     machine_setup,
@@ -90,29 +90,16 @@ def matrix_dtypes(device: torch.device) -> tuple[str, ...]:
     return ("float32", "bfloat16") if cpu_has_native_bf16() else ("float32",)
 
 
-@contextmanager
-def _saved_tensors_counter(seen: dict[tuple, int]):
-    """Record the bytes of every distinct storage autograd saves for backward."""
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        seen[(storage.data_ptr(), tensor.device.type)] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        yield
-
-
 def saved_activation_mb(model: torch.nn.Module, inputs: Mapping, options: Mapping, autocast):
-    """MiB of the tensors one training forward saves for its backward pass (parameters, which
-    autograd saves too, are not counted)."""
-    seen: dict[tuple, int] = {}
-    parameters = {(p.untyped_storage().data_ptr(), p.device.type) for p in model.parameters()}
+    """MiB of the tensors one training forward saves for its backward pass, the model's
+    parameters (which autograd saves too) not counted (`bertcourse.speed.saved_tensor_bytes`)."""
     model.train()
-    with _saved_tensors_counter(seen), autocast():
-        loss = model(**inputs, **options).loss
-    del loss
-    return sum(size for key, size in seen.items() if key not in parameters) / 2**20
+
+    def forward() -> None:
+        with autocast():
+            model(**inputs, **options).loss  # noqa: B018 (the graph is what counts)
+
+    return saved_tensor_bytes(forward, exclude=list(model.parameters())) / 2**20
 
 
 def flops_per_token(config: BertConfig, seq_len: int, workload: str) -> float:

@@ -80,6 +80,7 @@ from .ch15_looking_inside import (
     check_integrated_gradients,
 )
 from .ch16_robustness import check_attack_metrics, check_typos
+from .ch17_making_bert_fast import check_arithmetic_intensity, check_padding_fraction
 from .ch18_smaller_models import check_distillation_loss, check_int8_quantize
 
 __all__ = [
@@ -128,6 +129,8 @@ __all__ = [
     "check_control_labels",
     "check_attack_metrics",
     "check_typos",
+    "check_arithmetic_intensity",
+    "check_padding_fraction",
     "check_distillation_loss",
     "check_int8_quantize",
 ]
