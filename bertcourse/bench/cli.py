@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="matrix: tiny and mini only, 2048 positions per batch, 3 steps after 1 (about 3 "
-        "minutes on 2 CPU cores); embed: 256 texts unless --texts; modern: 128 tokens unless --seq-len, 3 steps "
+        help="matrix: tiny and mini only, float32 only unless --dtype, 2048 positions per batch "
+        "(under 3 minutes on 2 CPU cores); embed: 256 texts unless --texts; modern: 128 tokens unless --seq-len, 3 steps "
         "after 1 unless --steps/--warmup",
     )
     parser.add_argument(
@@ -172,12 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         setup, rows = run_matrix(
             sizes=args.size or (("tiny", "mini") if args.quick else ("tiny", "mini", "small")),
             seq_lens=args.seq_len or (128, 512),
-            dtypes=args.dtype,
+            dtypes=args.dtype or (("float32",) if args.quick else None),
             workloads=args.workload or MATRIX_WORKLOADS,
             tokens_per_batch=args.batch * (args.seq_len or [128])[0]
             if args.batch
             else MATRIX_TOKENS_PER_BATCH[budget],
-            steps=args.steps or (3 if args.quick else 5),
+            steps=args.steps or 5,
             warmup=args.warmup if args.warmup is not None else 1,
             device=args.device,
             padding=args.padding,
