@@ -43,7 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .attention import MultiHeadSelfAttention
-from .model import BertForSequenceClassification, BertModel
+from .model import BertForSequenceClassification, encoder_of
 
 __all__ = [
     "distillation_loss",
@@ -72,19 +72,6 @@ __all__ = [
 # ----------------------------------------------------------------------------
 # Shared helpers
 # ----------------------------------------------------------------------------
-
-
-def _encoder_of(model: nn.Module) -> BertModel:
-    """The BertModel itself, or the `bert` inside a task model."""
-    if isinstance(model, BertModel):
-        return model
-    inner = getattr(model, "bert", None)
-    if isinstance(inner, BertModel):
-        return inner
-    raise TypeError(
-        f"Expected a bertcourse BertModel or a task model with a `bert` encoder, got "
-        f"{type(model).__name__}; load one with BertForSequenceClassification.from_hf(...)."
-    )
 
 
 def _require_classifier(model: nn.Module, what: str) -> None:
@@ -499,7 +486,7 @@ def head_importance(
     normalize: divide each layer's importances by their L2 norm, as Michel et al. do
     (layers become comparable, so heads can be ranked across layers).
     """
-    bert = _encoder_of(model)
+    bert = encoder_of(model)
     modules = [layer.attention.self for layer in bert.encoder.layer]
     if any(hasattr(module, "kept_heads") for module in modules):
         raise ValueError(
@@ -586,13 +573,13 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
     The model passed in is unchanged. The copy's config still describes the unpruned
     model, so it cannot be saved with `save_pretrained` / `to_hf`; save its state dict.
     """
-    bert = _encoder_of(model)
+    bert = encoder_of(model)
     count = len(bert.encoder.layer)
     bad = [layer for layer in heads_to_prune if not 0 <= int(layer) < count]
     if bad:
         raise ValueError(f"layers {bad} do not exist: the model has layers 0 to {count - 1}.")
     pruned = copy.deepcopy(model)
-    layers = _encoder_of(pruned).encoder.layer
+    layers = encoder_of(pruned).encoder.layer
     for layer, heads in heads_to_prune.items():
         _prune_layer(layers[int(layer)], heads, bert.config.num_attention_heads)
     return pruned

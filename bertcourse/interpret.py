@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from .embeddings import _batches_by_length
-from .model import BertForSequenceClassification, BertModel
+from .model import BertForSequenceClassification, BertModel, encoder_of
 
 __all__ = [
     "hidden_states_per_layer",
@@ -78,19 +78,6 @@ __all__ = [
 ]
 
 Target = int | Sequence[int] | torch.Tensor | None
-
-
-def _encoder_of(model: torch.nn.Module) -> BertModel:
-    """The BertModel itself, or the `bert` inside a task model."""
-    if isinstance(model, BertModel):
-        return model
-    inner = getattr(model, "bert", None)
-    if isinstance(inner, BertModel):
-        return inner
-    raise TypeError(
-        f"Expected a bertcourse BertModel or a task model with a `bert` encoder, got "
-        f"{type(model).__name__}; load one with BertModel.from_hf(...)."
-    )
 
 
 def _require_eval(model: torch.nn.Module, what: str) -> None:
@@ -121,7 +108,7 @@ def hidden_states_per_layer(
     A task model (with a `bert` encoder) is accepted too. Gradients are
     tracked as usual: wrap the call in `torch.no_grad()` to save memory.
     """
-    bert = _encoder_of(model)
+    bert = encoder_of(model)
     if input_ids.dim() != 2:
         raise ValueError(
             f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; "
@@ -668,7 +655,7 @@ def token_attributions(
     input_ids = encoding["input_ids"].to(device)  # (1, T)
     mask = encoding["attention_mask"].to(device)
     segments = encoding["token_type_ids"].to(device)
-    word_embeddings = _encoder_of(model).embeddings.word_embeddings
+    word_embeddings = encoder_of(model).embeddings.word_embeddings
     with torch.no_grad():
         inputs = word_embeddings(input_ids)  # (1, T, H)
         if baseline == "pad":
@@ -759,7 +746,7 @@ def permuted_attention(
     permutations, and so the outputs, reproducible. The original attention is
     back on exit, also after an exception.
     """
-    bert = _encoder_of(model)
+    bert = encoder_of(model)
     count = len(bert.encoder.layer)
     chosen = list(range(count)) if layers is None else [int(i) for i in layers]
     bad = [i for i in chosen if not 0 <= i < count]
@@ -870,7 +857,7 @@ def word_features(
         for row, i in enumerate(rows):
             firsts = torch.tensor(encoded[i][1], dtype=torch.long, device=device)
             per_sentence[i] = [layer[row].index_select(0, firsts).cpu() for layer in states]
-    bert = _encoder_of(model)
+    bert = encoder_of(model)
     empty = torch.zeros(0, bert.config.hidden_size, dtype=next(model.parameters()).dtype)
     return [
         torch.cat([empty] + [s[layer] for s in per_sentence if s is not None])

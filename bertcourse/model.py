@@ -41,6 +41,7 @@ __all__ = [
     "BertPooler",
     "BertPreTrainedModel",
     "BertModel",
+    "encoder_of",
     "MaskedLMOutput",
     "PreTrainingOutput",
     "SequenceClassifierOutput",
@@ -486,6 +487,21 @@ class BertOnlyMLMHead(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.predictions = BertLMPredictionHead(config)
+
+
+def encoder_of(model: nn.Module) -> BertModel:
+    """The BertModel itself, or the `bert` encoder inside a task model (for the tools that
+    read or change the encoder whatever head sits on it: interpret, compress)."""
+    if isinstance(model, BertModel):
+        return model
+    inner = getattr(model, "bert", None)
+    if isinstance(inner, BertModel):
+        return inner
+    raise TypeError(
+        f"Expected a bertcourse BertModel or a task model with a `bert` encoder, got "
+        f"{type(model).__name__}; load one with BertModel.from_hf(...) or a task model's "
+        "from_hf(...)."
+    )
 
 
 def masked_lm_logits_and_loss(

@@ -5,7 +5,7 @@ import torch
 import transformers
 from conftest import hf_bert_model, random_batch
 
-from bertcourse import BertConfig, BertModel
+from bertcourse import BertConfig, BertForSequenceClassification, BertModel
 
 CONFIGS = {
     "tiny": BertConfig.from_name("tiny", vocab_size=300),
@@ -266,3 +266,18 @@ def test_clear_input_errors():
         model(torch.ones(2, 5, dtype=torch.long), attention_mask=torch.zeros(2, 1, 5))
     with pytest.raises(TypeError, match="BertConfig.from_hf"):
         BertModel(transformers.BertConfig())
+
+
+def test_encoder_of_finds_the_encoder_under_any_head():
+    from bertcourse.model import encoder_of
+
+    config = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16,
+    )  # fmt: skip
+    encoder = BertModel(config)
+    classifier = BertForSequenceClassification(config)
+    assert encoder_of(encoder) is encoder
+    assert encoder_of(classifier) is classifier.bert
+    with pytest.raises(TypeError, match="task model with a `bert` encoder"):
+        encoder_of(torch.nn.Linear(2, 2))

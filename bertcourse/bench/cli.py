@@ -139,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _disagreement_status(rows: list[dict], message: str) -> int:
+    """0 if the two sides agreed in every row; else `message` on stderr and exit status 1."""
+    if all(row["agree"] for row in rows):
+        return 0
+    print(message, file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -185,13 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_matrix(setup, rows))
         payload = {"setup": setup, "rows": rows}
-        if not all(row["agree"] for row in rows):
-            print(
-                "Our BERT and transformers' compute different things in some rows, which have "
-                "no ratio: check the weights and the config before reading any speed.",
-                file=sys.stderr,
-            )
-            status = 1
+        status = _disagreement_status(
+            rows,
+            "Our BERT and transformers' compute different things in some rows, which have "
+            "no ratio: check the weights and the config before reading any speed.",
+        )
     elif args.task == "modern":
         setup, rows = run_modern(
             sizes=args.size or ("tiny", "mini"),
@@ -210,26 +216,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_modern(setup, rows))
         payload = {"setup": setup, "rows": rows}
-        if not all(row["agree"] for row in rows):
-            print(
-                "Our ModernBERT and transformers' compute different things, so some rows have "
-                "no ratio: check the weights and the config before reading any speed.",
-                file=sys.stderr,
-            )
-            status = 1
+        status = _disagreement_status(
+            rows,
+            "Our ModernBERT and transformers' compute different things, so some rows have "
+            "no ratio: check the weights and the config before reading any speed.",
+        )
     elif args.task == "embed":
         texts = args.texts if args.texts is not None else (256 if args.quick else 512)
         kinds = EMBED_TEXT_KINDS if args.text_kind == "both" else (args.text_kind,)
         setup, rows = run_embed(texts, common["batch"], args.repeats, args.device, kinds)
         print(format_embed(setup, rows))
         payload = {"setup": setup, "rows": rows}
-        if not all(row["agree"] for row in rows):
-            print(
-                "The two sides' vectors differ, so some rows have no ratio: check the model "
-                "and the tokenizer before reading any speed.",
-                file=sys.stderr,
-            )
-            status = 1
+        status = _disagreement_status(
+            rows,
+            "The two sides' vectors differ, so some rows have no ratio: check the model "
+            "and the tokenizer before reading any speed.",
+        )
     elif args.task == "tokenizer":
         payload = run_tokenizer()
         print(format_tokenizer(payload))
