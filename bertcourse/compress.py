@@ -43,7 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .attention import MultiHeadSelfAttention
-from .model import BertForSequenceClassification, encoder_of
+from .model import BertForSequenceClassification, encoder_of, padding_mask_to_additive
 
 __all__ = [
     "distillation_loss",
@@ -672,8 +672,7 @@ class _ExportableClassifier(nn.Module):
     ) -> torch.Tensor:
         bert = self.model.bert
         hidden_states = bert.embeddings(input_ids, token_type_ids)  # (B, T, H)
-        keep = attention_mask[:, None, None, :].to(hidden_states.dtype)  # (B, 1, 1, T)
-        additive_mask = (1.0 - keep) * torch.finfo(hidden_states.dtype).min
+        additive_mask = padding_mask_to_additive(attention_mask, hidden_states.dtype)
         hidden_states, _ = bert.encoder(hidden_states, additive_mask)  # (B, T, H)
         return self.model.classifier(bert.pooler(hidden_states))  # (B, num_labels)
 

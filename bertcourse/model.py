@@ -51,6 +51,7 @@ __all__ = [
     "BertLMPredictionHead",
     "BertPreTrainingHeads",
     "BertOnlyMLMHead",
+    "padding_mask_to_additive",
     "masked_lm_logits_and_loss",
     "pretraining_loss",
     "BertForMaskedLM",
@@ -396,8 +397,7 @@ class BertModel(BertPreTrainedModel):
                 f"attention_mask must be (batch, length) of 1 (token) / 0 (padding), got shape "
                 f"{tuple(attention_mask.shape)}."
             )
-        keep = attention_mask[:, None, None, :].to(dtype)  # (B, 1, 1, T)
-        return (1.0 - keep) * torch.finfo(dtype).min
+        return padding_mask_to_additive(attention_mask, dtype)
 
 
 # ----------------------------------------------------------------------------
@@ -502,6 +502,13 @@ def encoder_of(model: nn.Module) -> BertModel:
         f"{type(model).__name__}; load one with BertModel.from_hf(...) or a task model's "
         "from_hf(...)."
     )
+
+
+def padding_mask_to_additive(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, T) of 1/0 -> additive (B, 1, 1, T), always built (no shortcut for a batch without
+    padding, so an exported graph serves every batch): 0 at tokens, finfo.min at padding."""
+    keep = attention_mask[:, None, None, :].to(dtype)  # (B, 1, 1, T)
+    return (1.0 - keep) * torch.finfo(dtype).min
 
 
 def masked_lm_logits_and_loss(

@@ -43,8 +43,7 @@ from .timing import (
     machine_setup,
     mixed_precision,
     pretraining_batch,
-    time_steps,
-    time_training_steps,
+    time_row,
 )
 
 __all__ = [
@@ -247,26 +246,24 @@ def run_matrix(
             bar.update(2 * (warmup + steps))
             rows.append(row)
             continue
-        if workload.endswith("inference"):
-
-            def step(name: str, models=models, inputs=inputs, options=options, autocast=autocast):
-                with torch.no_grad(), autocast():
-                    models[name](**inputs, **options[name])
-
-            times, peak = time_steps(models, step, warmup, steps, device, bar.update)
-        else:
+        train = not workload.endswith("inference")
+        if train:
             for name, model in models.items():
                 row[f"{name}_saved_activations_mb"] = saved_activation_mb(
                     model, inputs, options[name], autocast
                 )
-            pairs = {name: (model, options[name]) for name, model in models.items()}
-            times, peak = time_training_steps(
-                pairs, inputs, 1e-4, autocast, warmup, steps, device, bar.update
-            )
-        for name in models:
-            row[f"{name}_tokens_per_s"] = batch * seq_len / statistics.median(times[name])
-            row[f"{name}_peak_memory_mb"] = peak[name]
-        row["ratio"] = row["ours_tokens_per_s"] / row["reference_tokens_per_s"]
+        row |= time_row(
+            models,
+            inputs,
+            options,
+            train=train,
+            autocast=autocast,
+            warmup=warmup,
+            steps=steps,
+            device=device,
+            tokens=batch * seq_len,
+            on_step=bar.update,
+        )
         if peak_tflops is not None and dtype != "float32":
             for name in models:
                 speed = row[f"{name}_tokens_per_s"]

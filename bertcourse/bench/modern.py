@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -17,8 +16,7 @@ from .timing import (
     machine_setup,
     mixed_precision,
     pretraining_batch,
-    time_steps,
-    time_training_steps,
+    time_row,
 )
 
 __all__ = [
@@ -158,24 +156,18 @@ def run_modern(
         speeds = {"ours_tokens_per_s": None, "reference_tokens_per_s": None}
         speeds |= {"ours_peak_memory_mb": None, "reference_peak_memory_mb": None, "ratio": None}
         if row["agree"]:
-            if mode == "train":
-                pairs = {name: (model, options[name]) for name, model in models.items()}
-                times, peak = time_training_steps(
-                    pairs, inputs, 1e-4, autocast, warmup, steps, device, bar.update
-                )
-            else:
-
-                def step(name: str, models=models, inputs=inputs) -> None:
-                    with torch.no_grad(), autocast():
-                        models[name](**inputs)
-
-                times, peak = time_steps(models, step, warmup, steps, device, bar.update)
-            for name in models:
-                speeds[f"{name}_tokens_per_s"] = (
-                    rows_batch * seq_len / statistics.median(times[name])
-                )
-                speeds[f"{name}_peak_memory_mb"] = peak[name]
-            speeds["ratio"] = speeds["ours_tokens_per_s"] / speeds["reference_tokens_per_s"]
+            speeds = time_row(
+                models,
+                inputs,
+                {"ours": options["ours"] if mode == "train" else {}, "reference": {}},
+                train=mode == "train",
+                autocast=autocast,
+                warmup=warmup,
+                steps=steps,
+                device=device,
+                tokens=rows_batch * seq_len,
+                on_step=bar.update,
+            )
         else:
             bar.update(2 * (warmup + steps))
         rows.append(row | speeds)

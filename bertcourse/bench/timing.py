@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -25,6 +26,7 @@ __all__ = [
     "machine_setup",
     "time_steps",
     "time_training_steps",
+    "time_row",
     "pretraining_batch",
 ]
 
@@ -165,6 +167,45 @@ def time_training_steps(
     for model, _ in models.values():
         model.train()
     return time_steps(models, step, warmup, steps, device, on_step)
+
+
+def time_row(
+    models: Mapping[str, nn.Module],
+    inputs: Mapping[str, torch.Tensor],
+    options: Mapping[str, dict],
+    *,
+    train: bool,
+    autocast: Callable,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+    tokens: int,
+    on_step: Callable[[], None] | None = None,
+) -> dict[str, float | None]:
+    """One benchmark row's speeds: `{name}_tokens_per_s` (`tokens` per batch over the median
+    step), `{name}_peak_memory_mb` for "ours" and "reference", and `ratio` = ours / reference.
+
+    A training step is forward, backward and fused AdamW; an inference step a forward under
+    no_grad. Both run under `autocast()` with each model's forward `options`.
+    """
+    if train:
+        pairs = {name: (model, options[name]) for name, model in models.items()}
+        times, peak = time_training_steps(
+            pairs, inputs, 1e-4, autocast, warmup, steps, device, on_step
+        )
+    else:
+
+        def step(name: str) -> None:
+            with torch.no_grad(), autocast():
+                models[name](**inputs, **options[name])
+
+        times, peak = time_steps(models, step, warmup, steps, device, on_step)
+    speeds: dict[str, float | None] = {}
+    for name in models:
+        speeds[f"{name}_tokens_per_s"] = tokens / statistics.median(times[name])
+        speeds[f"{name}_peak_memory_mb"] = peak[name]
+    speeds["ratio"] = speeds["ours_tokens_per_s"] / speeds["reference_tokens_per_s"]
+    return speeds
 
 
 def pretraining_batch(

@@ -401,6 +401,39 @@ def _unwrap_scalar(value: Any) -> Any:
     return value
 
 
+def _scalar_loss_problem(
+    expected: torch.Tensor, got: Any, *, one_number: str, dtype_source: str, not_finite: str
+) -> Problem | None:
+    """What is wrong with a loss `got` against the reference's scalar `expected`, or None.
+
+    The hints that differ between losses: `one_number` (how the examples' terms become one
+    number), `dtype_source` (the inputs whose dtype the loss keeps) and `not_finite` (how to
+    compute it stably).
+    """
+    if not isinstance(got, torch.Tensor):
+        return Problem(
+            [f"expected the loss as a tensor, got a {type(got).__name__}"],
+            "return the loss tensor itself: .item() or float() cut it off from the gradient.",
+        )
+    if got.numel() != 1:
+        return Problem(
+            [f"expected one number, got a tensor of shape {_fmt_shape(got.shape)}"],
+            f"the loss is one number: {one_number}",
+        )
+    if got.dtype != expected.dtype:
+        return Problem(
+            [f"the loss has dtype {got.dtype}, expected {expected.dtype}"],
+            f"the dtype changed on the way: keep the {dtype_source}' dtype (no .float()).",
+        )
+    value, target = got.item(), expected.item()
+    if not math.isfinite(value):
+        return Problem([f"expected {target:.6f}, got {value}"], not_finite, nonfinite=True)
+    atol, rtol = _tolerance(expected.dtype)
+    if abs(value - target) > atol + rtol * abs(target):
+        return Problem([f"loss: expected {target:.6f}, got {value:.6f}"])
+    return None
+
+
 def _compare_tensor(
     expected: torch.Tensor,
     got: Any,

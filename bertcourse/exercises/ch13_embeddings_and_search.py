@@ -18,8 +18,8 @@ from ._grading import (
     _random,
     _real_tokens,
     _run_cases,
+    _scalar_loss_problem,
     _tensor_comparison,
-    _tolerance,
     _unwrap_scalar,
     _variant,
 )
@@ -345,33 +345,14 @@ _LOSS_MISTAKES = [
 
 
 def _loss_problem(expected: torch.Tensor, got: Any) -> Problem | None:
-    if not isinstance(got, torch.Tensor):
-        return Problem(
-            [f"expected the loss as a tensor, got a {type(got).__name__}"],
-            "return the loss tensor itself: .item() or float() cut it off from the gradient.",
-        )
-    if got.numel() != 1:
-        return Problem(
-            [f"expected one number, got a tensor of shape {tuple(got.shape)}"],
-            "the loss is one number: the mean over the queries of their cross-entropies.",
-        )
-    if got.dtype != expected.dtype:
-        return Problem(
-            [f"the loss has dtype {got.dtype}, expected {expected.dtype}"],
-            "the dtype changed on the way: keep the embeddings' dtype (no .float()).",
-        )
-    value, target = got.item(), expected.item()
-    if not math.isfinite(value):
-        return Problem(
-            [f"expected {target:.6f}, got {value}"],
-            "the loss is not finite: compute it with F.cross_entropy on the scores, which "
-            "takes the log-softmax stably.",
-            nonfinite=True,
-        )
-    atol, rtol = _tolerance(expected.dtype)
-    if abs(value - target) > atol + rtol * abs(target):
-        return Problem([f"loss: expected {target:.6f}, got {value:.6f}"])
-    return None
+    return _scalar_loss_problem(
+        expected,
+        got,
+        one_number="the mean over the queries of their cross-entropies.",
+        dtype_source="embeddings",
+        not_finite="the loss is not finite: compute it with F.cross_entropy on the scores, "
+        "which takes the log-softmax stably.",
+    )
 
 
 def check_in_batch_loss(fn: Callable) -> bool:

@@ -26,7 +26,6 @@ checker compares with `bertcourse.compress.quantize_symmetric`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +40,7 @@ from ._grading import (
     _random,
     _require_callable,
     _run_cases,
-    _tolerance,
-    _unwrap_scalar,
+    _scalar_loss_problem,
     _variant,
 )
 
@@ -212,29 +210,13 @@ _STABLE_LOG = (
 
 
 def _loss_problem(expected: torch.Tensor, got: Any) -> Problem | None:
-    if not isinstance(got, torch.Tensor):
-        return Problem(
-            [f"expected the loss as a tensor, got a {type(got).__name__}"],
-            "return the loss tensor itself: .item() or float() cut it off from the gradient.",
-        )
-    if got.numel() != 1:
-        return Problem(
-            [f"expected one number, got a tensor of shape {_fmt_shape(got.shape)}"],
-            "the loss is one number: average the KL divergence and the cross-entropy over the "
-            "examples.",
-        )
-    if got.dtype != expected.dtype:
-        return Problem(
-            [f"the loss has dtype {got.dtype}, expected {expected.dtype}"],
-            "the dtype changed on the way: keep the logits' dtype (no .float()).",
-        )
-    value, target = _unwrap_scalar(got), expected.item()
-    if not math.isfinite(value):
-        return Problem([f"expected {target:.6f}, got {value}"], _STABLE_LOG, nonfinite=True)
-    atol, rtol = _tolerance(expected.dtype)
-    if abs(value - target) > atol + rtol * abs(target):
-        return Problem([f"loss: expected {target:.6f}, got {value:.6f}"])
-    return None
+    return _scalar_loss_problem(
+        expected,
+        got,
+        one_number="average the KL divergence and the cross-entropy over the examples.",
+        dtype_source="logits",
+        not_finite=_STABLE_LOG,
+    )
 
 
 def check_distillation_loss(fn: Callable) -> bool:
