@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from pretrain_sweep import machine  # noqa: E402  (the same record of the machine)
+from chapter_reference import provenance, run_chapter  # noqa: E402
 
 NOTEBOOK = ROOT / "notebooks" / "18_smaller_models.ipynb"
 OUT = ROOT / "bertcourse" / "reference" / "compression_cpu_reference.json"
@@ -52,10 +50,9 @@ RUN.update(
 )
 print(f"smoke test, not a reference: {RUN}")
 """
-# Run in the notebook's kernel after its last cell: its results, as JSON on stdout.
-COLLECT = r"""
-import json as _json
-print("REFERENCE" + _json.dumps({
+# Evaluated in the notebook's kernel after its last cell: what the record keeps.
+RESULTS = r"""
+{
     "profile": profile.name,
     "run": {k: (list(v) if isinstance(v, tuple) else v) for k, v in RUN.items()},
     "task": TASK,
@@ -92,30 +89,14 @@ print("REFERENCE" + _json.dumps({
         "at_random": at_random.tolist(),
     },
     "onnx": {"largest_difference": float(onnx_largest), "bytes": onnx_bytes},
-}))
+}
 """
 
 
-def run_chapter(profile: str, smoke: bool) -> dict:
-    """Execute the chapter in a fresh kernel; the dict its COLLECT cell printed."""
-    os.environ["BERTCOURSE_PROFILE"] = profile
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    if smoke:
-        picks = next(i for i, cell in enumerate(notebook.cells) if "RUN = RUNS[" in cell.source)
-        notebook.cells.insert(picks + 1, nbformat.v4.new_code_cell(SMOKE))
-    notebook.cells.append(nbformat.v4.new_code_cell(COLLECT))
-    client = NotebookClient(
-        notebook, timeout=3600, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
-    )
-    try:
-        client.execute()
-    except Exception:
-        FAILED.write_text(nbformat.writes(notebook))  # every output up to the failing cell
-        print(f"the chapter failed; the executed notebook is in {FAILED}", file=sys.stderr)
-        raise
-    outputs = notebook.cells[-1].outputs
-    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
-    return json.loads(text[text.index("REFERENCE") + len("REFERENCE") :])
+def insert_smoke(notebook: nbformat.NotebookNode) -> None:
+    """Put the SMOKE cell right after the cell that picks RUN."""
+    picks = next(i for i, cell in enumerate(notebook.cells) if "RUN = RUNS[" in cell.source)
+    notebook.cells.insert(picks + 1, nbformat.v4.new_code_cell(SMOKE))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,15 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     if options.smoke and path.resolve() == OUT.resolve():
         raise SystemExit(f"--smoke never writes the committed reference {OUT}: pick --json.")
     started = time.perf_counter()
-    results = run_chapter(options.profile, options.smoke)
-    flags = " --smoke" if options.smoke else ""
-    results.update(
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
-        command=f"python scripts/compression_reference.py --profile {options.profile}{flags}",
-        machine={**machine(), "load_average_1min_at_end": round(os.getloadavg()[0], 2)},
-        smoke=options.smoke,
-        wall_seconds=round(time.perf_counter() - started),
+    results = run_chapter(
+        NOTEBOOK,
+        RESULTS,
+        options.profile,
+        prepare=insert_smoke if options.smoke else None,
+        failed=FAILED,
     )
+    flags = " --smoke" if options.smoke else ""
+    command = f"python scripts/compression_reference.py --profile {options.profile}{flags}"
+    results.update(provenance(__doc__, command, started), smoke=options.smoke)
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {path} in {results['wall_seconds']} s")
     return 0

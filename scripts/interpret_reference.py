@@ -14,24 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from pretrain_sweep import machine  # noqa: E402  (the same record of the machine)
+from chapter_reference import provenance, run_chapter  # noqa: E402
 
 NOTEBOOK = ROOT / "notebooks" / "15_looking_inside.ipynb"
 OUT = ROOT / "bertcourse" / "reference" / "interpret_cpu_reference.json"
-# Run in the notebook's kernel after its last cell: its results, as JSON on stdout.
-COLLECT = r"""
-import json as _json
-print("REFERENCE" + _json.dumps({
+# Evaluated in the notebook's kernel after its last cell: what the record keeps.
+RESULTS = r"""
+{
     "profile": profile.name,
     "run": {k: (list(v) if isinstance(v, tuple) else v) for k, v in RUN.items()},
     "model": MODEL,
@@ -50,7 +45,7 @@ print("REFERENCE" + _json.dumps({
     },
     "changes": {name: list(map(float, values)) for name, values in results.items()},
     "probes": probes.reset_index().to_dict(orient="records"),
-}))
+}
 """
 
 
@@ -59,23 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu", choices=("ci", "cpu", "gpu"))
     parser.add_argument("--json", type=Path, default=OUT)
     options = parser.parse_args(argv)
-    os.environ["BERTCOURSE_PROFILE"] = options.profile
     started = time.perf_counter()
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    notebook.cells.append(nbformat.v4.new_code_cell(COLLECT))
-    client = NotebookClient(
-        notebook, timeout=3600, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
-    )
-    client.execute()
-    outputs = notebook.cells[-1].outputs
-    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
-    results = json.loads(text[text.index("REFERENCE") + len("REFERENCE") :])
-    results.update(
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
-        command=f"python scripts/interpret_reference.py --profile {options.profile}",
-        machine={**machine(), "load_average_1min_at_end": round(os.getloadavg()[0], 2)},
-        wall_seconds=round(time.perf_counter() - started),
-    )
+    results = run_chapter(NOTEBOOK, RESULTS, options.profile)
+    command = f"python scripts/interpret_reference.py --profile {options.profile}"
+    results.update(provenance(__doc__, command, started))
     options.json.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {options.json} in {results['wall_seconds']} s")
     return 0
